@@ -1,0 +1,151 @@
+# Cooperative cancellation: the CancelToken, and how the wait loop reads any
+# kind of cancellation.
+#
+# A CancelToken wakes waiters at once: it carries a file descriptor (an
+# eventfd on Linux, a self-pipe elsewhere) that becomes readable for ever when
+# the token is cancelled, so a selector, an asyncio loop or a supervisor
+# thread can watch it beside a child's pidfd. The descriptor is created only
+# when somebody asks for it, so a token used as a plain flag costs no fd.
+#
+# A threading.Event or a callable carries no such descriptor: the loop polls
+# it every poll_interval. This module owns that distinction (`probe`); it does
+# not wait for children.
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ._options import Cancellation
+
+__all__ = ["CancelProbe", "CancelToken", "probe"]
+
+
+class CancelToken:
+    """A thread-safe, one-shot cancellation request.
+
+    `cancel()` may be called from any thread (or a signal handler's thread),
+    any number of times; the first call wakes every wait blocked on the token
+    at once. A token cannot be reset: use a new one for the next job.
+
+    Example:
+        >>> token = CancelToken()
+        >>> token.cancelled
+        False
+        >>> token.cancel()
+        >>> token.cancelled, token.wait(0)
+        (True, True)
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._read_fd: int | None = None
+        self._write_fd: int | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<CancelToken cancelled={self.cancelled}>"
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel() has been called."""
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        """Request cancellation and wake every waiter. Idempotent."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            if self._write_fd is not None:
+                _signal_fd(self._write_fd)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the token is cancelled or `timeout` seconds pass.
+
+        Returns:
+            Whether the token is cancelled.
+        """
+        return self._event.wait(timeout)
+
+    def fileno(self) -> int:
+        """A descriptor that becomes readable (and stays so) once cancelled.
+
+        Created on first use and owned by the token: do not read from it or
+        close it; call `close()` when the token is no longer needed.
+
+        Raises:
+            ValueError: the token was closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise ValueError("the CancelToken is closed")
+            if self._read_fd is None:
+                self._read_fd, self._write_fd = _new_wakeup_fds()
+                if self._event.is_set():
+                    _signal_fd(self._write_fd)
+            return self._read_fd
+
+    def close(self) -> None:
+        """Release the token's descriptor, if it has one. The flag keeps working."""
+        with self._lock:
+            self._closed = True
+            fds = {self._read_fd, self._write_fd} - {None}
+            self._read_fd = self._write_fd = None
+        for fd in fds:
+            assert fd is not None
+            os.close(fd)
+
+    def __enter__(self) -> CancelToken:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A token dropped without close() must not leak its descriptor.
+        if getattr(self, "_read_fd", None) is not None:
+            self.close()
+
+
+def _new_wakeup_fds() -> tuple[int, int]:
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        return fd, fd
+    read_fd, write_fd = os.pipe()
+    for fd in (read_fd, write_fd):
+        os.set_blocking(fd, False)
+    return read_fd, write_fd
+
+
+def _signal_fd(fd: int) -> None:
+    # Nobody ever reads the descriptor, so one write keeps it readable for ever.
+    if hasattr(os, "eventfd_write"):
+        os.eventfd_write(fd, 1)
+    else:
+        os.write(fd, b"\0")
+
+
+class CancelProbe(NamedTuple):
+    """How the wait loop reads one cancellation."""
+
+    #: Returns True once cancellation is requested; None if there is none.
+    check: Callable[[], bool] | None
+    #: The loop must poll `check` every poll_interval (nothing wakes it).
+    polled: bool
+    #: The token whose descriptor wakes a waiter, when there is one.
+    token: CancelToken | None
+
+
+def probe(cancellation: Cancellation) -> CancelProbe:
+    """Classify a WaitOptions.cancellation for the wait loop."""
+    if cancellation is None:
+        return CancelProbe(None, polled=False, token=None)
+    if isinstance(cancellation, CancelToken):
+        return CancelProbe(cancellation._event.is_set, polled=False, token=cancellation)
+    if isinstance(cancellation, threading.Event):
+        return CancelProbe(cancellation.is_set, polled=True, token=None)
+    return CancelProbe(cancellation, polled=True, token=None)

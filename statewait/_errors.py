@@ -1,0 +1,74 @@
+# Every exception statewait raises on purpose, under one root.
+#
+# Validation errors are the builtin ValueError/TypeError (see _options.py);
+# a non-zero exit under check=True is subprocess.CalledProcessError, as with
+# subprocess.run. This module owns the rest.
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from ._options import WaitOutcome
+
+__all__ = ["ProcessCancelled", "ProcessTimedOut", "StatewaitError"]
+
+_Args: TypeAlias = "str | bytes | Sequence[object]"
+
+
+class StatewaitError(Exception):
+    """The root of statewait's own exceptions."""
+
+
+class _Terminated(StatewaitError):
+    """A child that statewait interrupted, with what it wrote so far."""
+
+    #: Which phrase the message uses.
+    _verb = "was terminated"
+
+    def __init__(
+        self,
+        cmd: _Args,
+        outcome: WaitOutcome,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+    ) -> None:
+        super().__init__(cmd, outcome, output, stderr)
+        self.cmd = cmd
+        self.outcome = outcome
+        self.output = output
+        self.stderr = stderr
+
+    @property
+    def stdout(self) -> bytes | str | None:
+        """Alias of `output`, as on subprocess.CalledProcessError."""
+        return self.output
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's returncode (None if the wait was abandoned)."""
+        return self.outcome.returncode
+
+    def __str__(self) -> str:
+        how = (
+            "was abandoned after the hard kill"
+            if self.outcome.abandoned
+            else f"exited with {self.outcome.returncode}"
+        )
+        return f"Command {self.cmd!r} {self._verb}, then {how} after {self.outcome.elapsed:.3f}s"
+
+
+class ProcessTimedOut(_Terminated, TimeoutError):
+    """The child ran past its timeout and was interrupted (check=True).
+
+    Also a TimeoutError, so `except TimeoutError` catches it.
+    """
+
+    _verb = "timed out"
+
+
+class ProcessCancelled(_Terminated):
+    """The wait was cancelled and the child was interrupted (check=True)."""
+
+    _verb = "was cancelled"

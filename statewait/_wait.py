@@ -1,0 +1,339 @@
+# THE wait loop, and the per-wait driver it shares with every other front end.
+#
+# This module owns two things:
+#   - `Wait`: one wait's driver. It feeds time and exit observations to the
+#     machine (statewait/_machine.py), turns its transitions into signals and
+#     timeline events, and computes how long to sleep until the next wakeup
+#     (`next_slice`). It never blocks and never reads a clock itself, so the
+#     synchronous loop below, a supervisor thread multiplexing many children
+#     and an asyncio loop can all drive it.
+#   - `run_wait`: the synchronous loop. It is parameterised by a clock and an
+#     exit waiter; the real backends (statewait/_backends) and the simulator
+#     (sim/) plug theirs in. There is no other copy of this loop.
+#
+# It does not own: the rules (the table in _machine.py), how an exit is
+# detected (_backends), what a signal is (_signals.py), or spawning (_run.py).
+#
+# Time is integer nanoseconds on the caller's monotonic clock. The slice rule:
+# sleep until the earliest of the current state's deadline and, where
+# something must be polled, now + poll_interval; never less than 1 ms. With
+# nothing to poll and no deadline (an event-driven waiter, a CancelToken or no
+# cancellation, no timeout) the loop sleeps until the exit or the token.
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal, NamedTuple, Protocol
+
+from transitions import Machine
+
+from ._cancel import probe
+from ._machine import FINAL_STATES, MACHINE, RUNNING, WaitModel, WaitState
+from ._options import TerminationReason, WaitOptions, WaitOutcome, to_ns
+
+__all__ = [
+    "MIN_SLICE_NS",
+    "Clock",
+    "EventKind",
+    "ExitWaiter",
+    "Observer",
+    "Wait",
+    "WaitEvent",
+    "run_wait",
+]
+
+logger = logging.getLogger("statewait")
+
+#: The shortest sleep between two wakeups: a deadline that is due "now but not
+#: strictly past" is looked at again 1 ms later, never in a busy loop.
+MIN_SLICE_NS = 1_000_000
+
+_NS_PER_SECOND = 1e9
+
+#: What a timeline event can be.
+EventKind = Literal[
+    "start", "wakeup", "soft_interrupt", "hard_kill", "exit", "abandon", "exception"
+]
+
+#: A monotonic clock in integer nanoseconds, such as time.monotonic_ns.
+Clock = Callable[[], int]
+
+
+class WaitEvent(NamedTuple):
+    """One entry of a wait's timeline.
+
+    Attributes:
+        at: nanoseconds since the start of the wait.
+        kind: what happened.
+        state: the machine's state after it happened.
+        detail: "wakeup": the slice (ns) that ended, None if it was unbounded;
+            "soft_interrupt": the TerminationReason; "exit": the returncode;
+            "exception": the exception; otherwise None.
+    """
+
+    at: int
+    kind: EventKind
+    state: WaitState
+    detail: object
+
+
+#: Receives every timeline event, in order, synchronously.
+Observer = Callable[[WaitEvent], None]
+
+
+class ExitWaiter(Protocol):
+    """How the loop learns that the child exited.
+
+    A waiter blocks for at most one slice and reports whether the child's exit
+    is observable. Real waiters reap the child only through Popen, once the
+    exit is known, so `child.returncode` is set when they report it.
+    """
+
+    @property
+    def polls(self) -> bool:
+        """True if an exit is only noticed when `wait` returns at a slice's end
+        (so the loop must wake every poll_interval)."""
+        ...
+
+    def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
+        """Block until the exit is observable or `timeout_ns` passes.
+
+        Args:
+            timeout_ns: how long to block at most; 0 only looks, None blocks
+                until the exit (or the cancellation).
+            wake_on_cancel: also return early when the wait's CancelToken is
+                cancelled. The loop asks for it only while the cancellation
+                still matters (in RUNNING), so a cancelled token never spins it.
+
+        Returns:
+            The child's returncode if its exit is observable, else None.
+        """
+        ...
+
+
+class Wait(WaitModel):
+    """The driver of one wait: feeds the machine, signals, records, slices.
+
+    Args:
+        options: the validated WaitOptions.
+        start: the clock's reading when the wait began (ns).
+        soft_interrupt: sends the soft interrupt; called once at most.
+        hard_kill: sends the hard kill; called once at most.
+        polls: the exit waiter only notices an exit when polled.
+        observer: receives each timeline event.
+        label: names the child in log lines.
+        machine: the machine to attach to; tests pass mutated ones.
+    """
+
+    def __init__(
+        self,
+        options: WaitOptions,
+        start: int,
+        *,
+        soft_interrupt: Callable[[], None],
+        hard_kill: Callable[[], None],
+        polls: bool = False,
+        observer: Observer | None = None,
+        label: str = "child",
+        machine: Machine = MACHINE,
+    ) -> None:
+        cancel = probe(options.cancellation)
+        super().__init__(
+            start,
+            timeout=None if options.timeout is None else to_ns(options.timeout),
+            grace=to_ns(options.interrupt_grace),
+            abandon_after=None if options.abandon_after is None else to_ns(options.abandon_after),
+            cancel_check=cancel.check,
+        )
+        self._send_soft_interrupt = soft_interrupt
+        self._send_hard_kill = hard_kill
+        self._observer = observer
+        self._label = label
+        self._poll = to_ns(options.poll_interval)
+        self._polls_exit = polls
+        self._cancel_polled = cancel.polled
+        self._wakes_on_token = cancel.token is not None
+        self._slice: int | None = None
+        self._pending_exception: BaseException | None = None
+        #: How many times a slice ended (the initial look is not a wakeup).
+        self.wakeups = 0
+        self._machine = machine
+        machine.add_model(self, initial=RUNNING)
+        self._attached = True
+        self._emit("start", None)
+
+    # -- what the front ends call
+    @property
+    def done(self) -> bool:
+        """The wait reached EXITED or ABANDONED."""
+        return self.state in FINAL_STATES
+
+    @property
+    def wakes_on_cancel(self) -> bool:
+        """The waiter should return when the CancelToken fires (only in RUNNING)."""
+        return self._wakes_on_token and self.state is RUNNING
+
+    def wake(self, now: int, exit_status: int | None, *, woke: bool = True) -> None:
+        """Evaluate the table at `now`.
+
+        Args:
+            now: the clock's reading (ns).
+            exit_status: the child's returncode if its exit is observable.
+            woke: a slice ended here (counted and recorded as a wakeup);
+                False for a look that did not sleep.
+        """
+        self.now = now
+        self.exit_status = exit_status
+        if woke:
+            self.wakeups += 1
+            self._emit("wakeup", self._slice)
+        exc, self._pending_exception = self._pending_exception, None
+        if exc is not None:
+            self._emit("exception", exc)
+            if exit_status is None:
+                if self.state is RUNNING:
+                    self.stop_requested = True  # acts as a cancellation below
+                elif self.may_escalate():
+                    self.escalate()  # a second interrupt: skip the rest of the grace
+        self.wakeup()
+
+    def interrupted(self, exc: BaseException) -> None:
+        """An exception arrived while waiting; acted on at the next `wake`.
+
+        In RUNNING it requests a stop (a cancellation: soft interrupt, grace,
+        hard kill); in TERMINATING it escalates to the hard kill at once.
+        """
+        self._pending_exception = exc
+
+    def next_slice(self) -> int | None:
+        """How long to sleep (ns) before the next wakeup; None for no limit."""
+        deadline = self.pending_deadline()
+        slice_ns = None if deadline is None else deadline - self.now
+        if self._polls_exit or (self._cancel_polled and self.state is RUNNING):
+            slice_ns = self._poll if slice_ns is None else min(slice_ns, self._poll)
+        if slice_ns is not None and slice_ns < MIN_SLICE_NS:
+            slice_ns = MIN_SLICE_NS
+        self._slice = slice_ns
+        return slice_ns
+
+    def outcome(self) -> WaitOutcome:
+        """The WaitOutcome of a finished wait."""
+        assert self.ended_at is not None, "outcome() is for a finished wait"
+        return WaitOutcome(
+            returncode=self.exit_status,
+            termination=self.reason,
+            elapsed=self._seconds(self.ended_at),
+            interrupted_at=self._maybe_seconds(self.interrupted_at),
+            killed_at=self._maybe_seconds(self.killed_at),
+            abandoned=self.state is WaitState.ABANDONED,
+        )
+
+    def release(self) -> None:
+        """Detach from the machine (it holds a strong reference). Idempotent."""
+        if self._attached:
+            self._attached = False
+            self._machine.remove_model(self)
+
+    # -- the machine's hooks
+    def on_soft_interrupt(self) -> None:
+        self._emit("soft_interrupt", self.reason)
+        self._send_soft_interrupt()
+
+    def on_hard_kill(self) -> None:
+        self._emit("hard_kill", None)
+        self._send_hard_kill()
+
+    def on_end(self) -> None:
+        if self.state is WaitState.EXITED:
+            self._emit("exit", self.exit_status)
+        else:
+            self._emit("abandon", None)
+        self.release()
+
+    # -- helpers
+    def _seconds(self, at: int) -> float:
+        return (at - self.start) / _NS_PER_SECOND
+
+    def _maybe_seconds(self, at: int | None) -> float | None:
+        return None if at is None else self._seconds(at)
+
+    def _emit(self, kind: EventKind, detail: object) -> None:
+        at = self.now - self.start
+        if self._observer is not None:
+            self._observer(WaitEvent(at, kind, self.state, detail))
+        if kind not in ("start", "wakeup") and logger.isEnabledFor(logging.DEBUG):
+            shown = detail.value if isinstance(detail, TerminationReason) else detail
+            logger.debug(
+                "%s: %s at %.6fs -> %s%s",
+                self._label,
+                kind,
+                at / _NS_PER_SECOND,
+                self.state.name,
+                "" if shown is None else f" ({shown!r})",
+            )
+
+
+def run_wait(
+    options: WaitOptions,
+    clock: Clock,
+    waiter: ExitWaiter,
+    *,
+    soft_interrupt: Callable[[], None],
+    hard_kill: Callable[[], None],
+    observer: Observer | None = None,
+    label: str = "child",
+    machine: Machine = MACHINE,
+) -> WaitOutcome:
+    """Wait for one child: the one synchronous wait loop.
+
+    Args:
+        options: the validated WaitOptions.
+        clock: monotonic integer nanoseconds (time.monotonic_ns, or a virtual clock).
+        waiter: reports the child's exit; see ExitWaiter.
+        soft_interrupt: sends the soft interrupt.
+        hard_kill: sends the hard kill.
+        observer: receives each timeline event.
+        label: names the child in log lines.
+        machine: the machine to drive; tests pass mutated ones.
+
+    Returns:
+        The WaitOutcome, once the exit was observed or the wait was abandoned.
+
+    Raises:
+        BaseException: the first exception raised while waiting (by the
+            waiter, a callback or the observer; KeyboardInterrupt included),
+            re-raised only after the child was escalated and its exit observed
+            (or the wait abandoned).
+    """
+    wait = Wait(
+        options,
+        clock(),
+        soft_interrupt=soft_interrupt,
+        hard_kill=hard_kill,
+        polls=waiter.polls,
+        observer=observer,
+        label=label,
+        machine=machine,
+    )
+    failure: BaseException | None = None
+    slice_ns: int | None = 0  # the first look does not sleep: the child may be gone already
+    try:
+        while not wait.done:
+            try:
+                exit_status = waiter.wait(slice_ns, wait.wakes_on_cancel)
+                wait.wake(clock(), exit_status, woke=slice_ns != 0)
+                if not wait.done:
+                    slice_ns = wait.next_slice()
+            except BaseException as exc:
+                if failure is None:
+                    failure = exc
+                if wait.done:
+                    break  # raised after the exit was observed: nothing left to supervise
+                wait.interrupted(exc)
+                slice_ns = 0  # act on it at once
+    finally:
+        wait.release()
+    if failure is not None:
+        raise failure
+    return wait.outcome()

@@ -1,0 +1,107 @@
+"""CancelToken and how the loop reads each kind of cancellation."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import threading
+import time
+
+import pytest
+
+from statewait import CancelToken
+from statewait._cancel import probe
+
+
+def test_CancelToken_starts_uncancelled_and_cancel_is_idempotent() -> None:
+    token = CancelToken()
+    assert token.cancelled is False
+    assert token.wait(0) is False
+    token.cancel()
+    token.cancel()
+    assert token.cancelled is True
+    assert token.wait(0) is True
+    assert repr(token) == "<CancelToken cancelled=True>"
+
+
+def test_CancelToken_without_fileno_opens_no_descriptor() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    tokens = [CancelToken() for _ in range(50)]
+    for token in tokens:
+        token.cancel()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_CancelToken_fileno_becomes_readable_on_cancel_and_stays_readable() -> None:
+    with CancelToken() as token, selectors.DefaultSelector() as sel:
+        sel.register(token.fileno(), selectors.EVENT_READ)
+        assert sel.select(0) == []
+        token.cancel()
+        assert len(sel.select(0)) == 1
+        assert len(sel.select(0)) == 1  # level-triggered, never drained
+
+
+def test_CancelToken_fileno_after_cancel_is_readable_at_once() -> None:
+    with CancelToken() as token, selectors.DefaultSelector() as sel:
+        token.cancel()
+        sel.register(token.fileno(), selectors.EVENT_READ)
+        assert len(sel.select(0)) == 1
+
+
+def test_CancelToken_cancel_from_another_thread_wakes_every_waiter() -> None:
+    token = CancelToken()
+    woke: list[bool] = []
+    threads = [threading.Thread(target=lambda: woke.append(token.wait(30))) for _ in range(5)]
+    for t in threads:
+        t.start()
+    threading.Timer(0.05, token.cancel).start()
+    for t in threads:
+        t.join(30)
+    assert woke == [True] * 5
+
+
+def test_CancelToken_close_releases_the_descriptor_and_refuses_fileno() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    token = CancelToken()
+    token.fileno()
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    token.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ValueError, match="closed"):
+        token.fileno()
+    token.cancel()  # the flag keeps working
+    assert token.cancelled
+
+
+def test_CancelToken_dropped_without_close_does_not_leak() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        CancelToken().fileno()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_probe_classifies_each_kind() -> None:
+    token, event = CancelToken(), threading.Event()
+    assert probe(None) == (None, False, None)
+    check, polled, found = probe(token)
+    assert (polled, found) == (False, token)
+    assert check is not None
+    assert check() is False
+    token.cancel()
+    assert check() is True
+    check, polled, found = probe(event)
+    assert (polled, found) == (True, None)
+    event.set()
+    assert check is not None
+    assert check() is True
+    flag = [False]
+    check, polled, found = probe(lambda: flag[0])
+    assert (polled, found) == (True, None)
+    assert check is not None
+    assert check() is False
+
+
+def test_CancelToken_wait_times_out() -> None:
+    started = time.monotonic()
+    assert CancelToken().wait(0.01) is False
+    assert time.monotonic() - started >= 0.009

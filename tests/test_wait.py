@@ -1,0 +1,300 @@
+"""The wait loop, driven by a fake clock and a fake exit waiter."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+import pytest
+
+from statewait import CancelToken, TerminationReason, WaitOptions, WaitOutcome
+from statewait._machine import MACHINE, WaitState
+from statewait._wait import MIN_SLICE_NS, Wait, WaitEvent, run_wait
+
+from ._fakes import MS, FakeWaiter, S
+
+
+def wait_with(
+    fake: FakeWaiter, options: WaitOptions, events: list[WaitEvent] | None = None
+) -> WaitOutcome:
+    return run_wait(
+        options,
+        fake.clock,
+        fake,
+        soft_interrupt=fake.soft_interrupt,
+        hard_kill=fake.hard_kill,
+        observer=None if events is None else events.append,
+    )
+
+
+def kinds(events: list[WaitEvent]) -> list[tuple[int, str]]:
+    return [(e.at, e.kind) for e in events]
+
+
+def test_run_wait_child_exits_before_every_deadline_gets_no_signal() -> None:
+    fake = FakeWaiter(exit_at=300 * MS, code=3)
+    outcome = wait_with(fake, WaitOptions(timeout=1.0))
+    assert outcome == WaitOutcome(3, None, 0.3, None, None)
+    assert fake.signals == []
+
+
+def test_run_wait_child_already_exited_returns_at_once_without_a_wakeup() -> None:
+    fake = FakeWaiter(exit_at=0, code=0)
+    events: list[WaitEvent] = []
+    outcome = wait_with(fake, WaitOptions(timeout=0), events)
+    assert outcome == WaitOutcome(0, None, 0.0, None, None)
+    assert kinds(events) == [(0, "start"), (0, "exit")]
+    assert fake.slices == [0]
+
+
+def test_run_wait_timeout_interrupts_1ms_after_the_deadline_then_kills_after_the_grace() -> None:
+    fake = FakeWaiter(exit_at=10 * S)
+    events: list[WaitEvent] = []
+    outcome = wait_with(fake, WaitOptions(timeout=1.0, interrupt_grace=0.5), events)
+    # The wakeup exactly at the deadline is not strictly past it: 1 ms more.
+    assert fake.slices == [0, S, MS, 500 * MS, MS, None]
+    assert fake.signals == [("soft_interrupt", S + MS), ("hard_kill", 1502 * MS)]
+    assert outcome == WaitOutcome(-9, TerminationReason.TIMEOUT, 1.502, 1.001, 1.502)
+    assert kinds(events) == [
+        (0, "start"),
+        (S, "wakeup"),
+        (S + MS, "wakeup"),
+        (S + MS, "soft_interrupt"),
+        (1501 * MS, "wakeup"),
+        (1502 * MS, "wakeup"),
+        (1502 * MS, "hard_kill"),
+        (1502 * MS, "wakeup"),
+        (1502 * MS, "exit"),
+    ]
+
+
+def test_run_wait_wakeup_exactly_at_the_deadline_does_not_fire_and_the_next_slice_is_1ms() -> None:
+    fake = FakeWaiter(exit_at=10 * S)
+    wait = Wait(
+        WaitOptions(timeout=2.0),
+        0,
+        soft_interrupt=fake.soft_interrupt,
+        hard_kill=fake.hard_kill,
+    )
+    try:
+        wait.wake(0, None, woke=False)
+        assert wait.next_slice() == 2 * S
+        wait.wake(2 * S, None)
+        assert wait.state is WaitState.RUNNING
+        assert fake.signals == []
+        assert wait.next_slice() == MIN_SLICE_NS
+        wait.wake(2 * S + 1, None)  # one nanosecond past: fires
+        assert fake.signals == [("soft_interrupt", 0)]  # the fake's clock was not moved
+        assert wait.interrupted_at == 2 * S + 1
+    finally:
+        wait.release()
+
+
+def test_run_wait_timeout_and_token_cancellation_at_the_same_wakeup_is_TIMEOUT() -> None:
+    token = CancelToken()
+    # The token fires exactly when the timeout's extra 1 ms ends.
+    fake = FakeWaiter(exit_at=10 * S, cancellation=token, cancel_at=S + MS, exits_after_interrupt=0)
+    outcome = wait_with(fake, WaitOptions(timeout=1.0, cancellation=token))
+    assert outcome.termination is TerminationReason.TIMEOUT
+    assert outcome.interrupted_at == 1.001
+    assert outcome.returncode == -2
+
+
+def test_run_wait_token_cancellation_interrupts_at_once() -> None:
+    token = CancelToken()
+    fake = FakeWaiter(cancellation=token, cancel_at=250 * MS, exits_after_interrupt=10 * MS)
+    outcome = wait_with(fake, WaitOptions(cancellation=token, interrupt_grace=1.0))
+    assert outcome == WaitOutcome(-2, TerminationReason.CANCELLED, 0.26, 0.25, None)
+    assert fake.slices == [0, None, S]  # no polling while RUNNING
+
+
+def test_run_wait_event_driven_token_and_no_timeout_makes_exactly_one_wakeup() -> None:
+    token = CancelToken()
+    fake = FakeWaiter(exit_at=7 * S, code=0, cancellation=token)
+    events: list[WaitEvent] = []
+    outcome = wait_with(fake, WaitOptions(cancellation=token), events)
+    assert outcome == WaitOutcome(0, None, 7.0, None, None)
+    assert [e.kind for e in events].count("wakeup") == 1
+    assert fake.slices == [0, None]
+
+
+def test_run_wait_polled_event_is_noticed_within_one_poll_interval() -> None:
+    flag = threading.Event()
+    fake = FakeWaiter(cancellation=flag, cancel_at=120 * MS, exits_after_interrupt=0)
+    outcome = wait_with(fake, WaitOptions(cancellation=flag, poll_interval=0.05))
+    assert outcome.termination is TerminationReason.CANCELLED
+    assert outcome.interrupted_at == 0.15
+    # Polled every 50 ms while RUNNING; then unbounded (the grace is the next deadline).
+    assert fake.slices == [0, 50 * MS, 50 * MS, 50 * MS, 2 * S]
+
+
+def test_run_wait_polled_callable_stops_being_polled_after_the_interrupt() -> None:
+    calls: list[int] = []
+    fake = FakeWaiter(exit_at=10 * S)
+
+    def cancelled() -> bool:
+        calls.append(fake.now)
+        return fake.now >= 100 * MS
+
+    outcome = wait_with(fake, WaitOptions(cancellation=cancelled, poll_interval=0.1))
+    assert outcome.termination is TerminationReason.CANCELLED
+    assert calls == [0, 100 * MS]
+    assert fake.signals == [("soft_interrupt", 100 * MS), ("hard_kill", 2101 * MS)]
+
+
+def test_run_wait_polling_waiter_slices_at_poll_interval_and_sees_the_exit_late() -> None:
+    fake = FakeWaiter(exit_at=130 * MS, polls=True)
+    outcome = wait_with(fake, WaitOptions(poll_interval=0.05))
+    assert outcome.elapsed == 0.15
+    assert fake.slices == [0, 50 * MS, 50 * MS, 50 * MS]
+
+
+def test_run_wait_polling_waiter_caps_slices_at_the_next_deadline() -> None:
+    fake = FakeWaiter(exit_at=10 * S, polls=True, exits_after_interrupt=0)
+    outcome = wait_with(fake, WaitOptions(timeout=0.12, poll_interval=0.05))
+    # The exit that follows the interrupt at once is seen at the next poll.
+    assert fake.slices == [0, 50 * MS, 50 * MS, 20 * MS, MS, 50 * MS]
+    assert (outcome.interrupted_at, outcome.elapsed) == (0.121, 0.171)
+
+
+def test_run_wait_exit_observed_at_a_wakeup_beats_the_due_timeout() -> None:
+    # The child exits exactly when the deadline's 1 ms floor ends: the exit wins.
+    fake = FakeWaiter(exit_at=S + MS, code=0)
+    outcome = wait_with(fake, WaitOptions(timeout=1.0))
+    assert outcome == WaitOutcome(0, None, 1.001, None, None)
+    assert fake.signals == []
+
+
+def test_run_wait_exit_during_the_grace_sends_no_hard_kill() -> None:
+    fake = FakeWaiter(exit_at=10 * S, exits_after_interrupt=300 * MS)
+    outcome = wait_with(fake, WaitOptions(timeout=0.5, interrupt_grace=1.0))
+    assert outcome == WaitOutcome(-2, TerminationReason.TIMEOUT, 0.801, 0.501, None)
+    assert [s for s, _ in fake.signals] == ["soft_interrupt"]
+
+
+def test_run_wait_hard_kill_is_sent_once_even_if_the_child_survives_it() -> None:
+    fake = FakeWaiter(exits_after_kill=None)  # unkillable
+    outcome = wait_with(fake, WaitOptions(timeout=0, interrupt_grace=0, abandon_after=5.0))
+    assert [s for s, _ in fake.signals] == ["soft_interrupt", "hard_kill"]
+    assert outcome == WaitOutcome(None, TerminationReason.TIMEOUT, 5.003, 0.001, 0.002, True)
+
+
+def test_run_wait_zero_grace_kills_1ms_after_the_interrupt() -> None:
+    fake = FakeWaiter()
+    outcome = wait_with(fake, WaitOptions(timeout=0, interrupt_grace=0))
+    assert outcome == WaitOutcome(-9, TerminationReason.TIMEOUT, 0.002, 0.001, 0.002)
+
+
+def test_run_wait_abandon_after_zero_gives_up_1ms_after_the_kill() -> None:
+    fake = FakeWaiter(exits_after_kill=None)
+    outcome = wait_with(fake, WaitOptions(timeout=0, interrupt_grace=0, abandon_after=0))
+    assert outcome.abandoned is True
+    assert outcome.returncode is None
+    assert outcome.elapsed == 0.003
+
+
+def test_run_wait_keyboard_interrupt_escalates_reaps_then_reraises() -> None:
+    fake = FakeWaiter(interrupts_at=(400 * MS,))
+    events: list[WaitEvent] = []
+    with pytest.raises(KeyboardInterrupt):
+        wait_with(fake, WaitOptions(interrupt_grace=1.0), events)
+    assert fake.signals == [("soft_interrupt", 400 * MS), ("hard_kill", 1401 * MS)]
+    assert [(e.at, e.kind) for e in events if e.kind != "wakeup"] == [
+        (0, "start"),
+        (400 * MS, "exception"),
+        (400 * MS, "soft_interrupt"),
+        (1401 * MS, "hard_kill"),
+        (1401 * MS, "exit"),
+    ]
+    assert events[-1].state is WaitState.EXITED
+
+
+def test_run_wait_second_keyboard_interrupt_skips_the_rest_of_the_grace() -> None:
+    fake = FakeWaiter(interrupts_at=(400 * MS, 600 * MS))
+    events: list[WaitEvent] = []
+    with pytest.raises(KeyboardInterrupt):
+        wait_with(fake, WaitOptions(interrupt_grace=5.0), events)
+    assert fake.signals == [("soft_interrupt", 400 * MS), ("hard_kill", 600 * MS)]
+    assert [(e.at, e.kind) for e in events if e.kind != "wakeup"] == [
+        (0, "start"),
+        (400 * MS, "exception"),
+        (400 * MS, "soft_interrupt"),
+        (600 * MS, "exception"),
+        (600 * MS, "hard_kill"),
+        (600 * MS, "exit"),
+    ]
+
+
+def test_run_wait_interrupt_during_a_timeouts_grace_escalates_at_once() -> None:
+    fake = FakeWaiter(interrupts_at=(1200 * MS,))
+    with pytest.raises(KeyboardInterrupt):
+        wait_with(fake, WaitOptions(timeout=1.0, interrupt_grace=5.0))
+    assert fake.signals == [("soft_interrupt", 1001 * MS), ("hard_kill", 1200 * MS)]
+
+
+def test_run_wait_soft_interrupt_callback_that_raises_is_escalated_then_reraised() -> None:
+    fake = FakeWaiter()
+
+    def broken() -> None:
+        fake.signals.append(("soft_interrupt", fake.now))
+        raise RuntimeError("no such group")
+
+    with pytest.raises(RuntimeError, match="no such group"):
+        run_wait(
+            WaitOptions(timeout=0.1, interrupt_grace=0.2),
+            fake.clock,
+            fake,
+            soft_interrupt=broken,
+            hard_kill=fake.hard_kill,
+        )
+    # The exception arrived in TERMINATING: escalated at once, then reaped.
+    assert fake.signals == [("soft_interrupt", 101 * MS), ("hard_kill", 101 * MS)]
+
+
+def test_run_wait_exception_after_the_exit_is_raised_without_signals() -> None:
+    fake = FakeWaiter(exit_at=S)
+
+    def observer(event: WaitEvent) -> None:
+        if event.kind == "exit":
+            raise ValueError("observer failed")
+
+    with pytest.raises(ValueError, match="observer failed"):
+        run_wait(
+            WaitOptions(timeout=5.0),
+            fake.clock,
+            fake,
+            soft_interrupt=fake.soft_interrupt,
+            hard_kill=fake.hard_kill,
+            observer=observer,
+        )
+    assert fake.signals == []
+
+
+@pytest.mark.parametrize("interrupts_at", [(), (100 * MS,)])
+def test_run_wait_releases_its_model_from_the_shared_machine(
+    interrupts_at: tuple[int, ...],
+) -> None:
+    before = len(MACHINE.models)
+    fake = FakeWaiter(exit_at=S, interrupts_at=interrupts_at)
+    with contextlib.suppress(KeyboardInterrupt):
+        wait_with(fake, WaitOptions(timeout=5.0))
+    assert len(MACHINE.models) == before
+
+
+def test_run_wait_logs_one_debug_line_per_transition(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeWaiter(exit_at=10 * S)
+    with caplog.at_level(logging.DEBUG, logger="statewait"):
+        run_wait(
+            WaitOptions(timeout=1.0, interrupt_grace=0.5),
+            fake.clock,
+            fake,
+            soft_interrupt=fake.soft_interrupt,
+            hard_kill=fake.hard_kill,
+            label="pid 42",
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        "pid 42: soft_interrupt at 1.001000s -> TERMINATING ('timeout')",
+        "pid 42: hard_kill at 1.502000s -> KILLING",
+        "pid 42: exit at 1.502000s -> EXITED (-9)",
+    ]
