@@ -8,19 +8,44 @@ The public names are listed in `__all__`; every other module is private.
 
 from __future__ import annotations
 
+from ._backends import BACKENDS, available_backends
 from ._cancel import CancelToken
-from ._errors import ProcessCancelled, ProcessTimedOut, StatewaitError
+from ._child import spawn
+from ._errors import (
+    BackendUnavailable,
+    ChildLostError,
+    ProcessCancelled,
+    ProcessTimedOut,
+    StatewaitError,
+    UnsafeSignalError,
+)
+from ._machine import WaitState
 from ._options import TerminationReason, WaitOptions, WaitOutcome
+from ._real import wait_for_child
+from ._signals import interrupt_group, kill_group, signal_group
+from ._wait import WaitEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
     "CancelToken",
+    "ChildLostError",
     "ProcessCancelled",
     "ProcessTimedOut",
     "StatewaitError",
     "TerminationReason",
+    "UnsafeSignalError",
+    "WaitEvent",
     "WaitOptions",
     "WaitOutcome",
+    "WaitState",
     "__version__",
+    "available_backends",
+    "interrupt_group",
+    "kill_group",
+    "signal_group",
+    "spawn",
+    "wait_for_child",
 ]

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class CancelToken:
         self._read_fd: int | None = None
         self._write_fd: int | None = None
         self._closed = False
+        self._callbacks: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<CancelToken cancelled={self.cancelled}>"
@@ -62,6 +64,9 @@ class CancelToken:
             self._event.set()
             if self._write_fd is not None:
                 _signal_fd(self._write_fd)
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the token is cancelled or `timeout` seconds pass.
@@ -70,6 +75,24 @@ class CancelToken:
             Whether the token is cancelled.
         """
         return self._event.wait(timeout)
+
+    def _subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (from the cancelling thread) once, on cancel().
+
+        For waiters that block on something other than the descriptor (a
+        threading.Event, an asyncio loop). Called at once if already
+        cancelled. Returns a function that unsubscribes.
+        """
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._unsubscribe(callback)
+        callback()
+        return lambda: None
+
+    def _unsubscribe(self, callback: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     def fileno(self) -> int:
         """A descriptor that becomes readable (and stays so) once cancelled.

@@ -12,13 +12,37 @@ from typing import TYPE_CHECKING, TypeAlias
 if TYPE_CHECKING:
     from ._options import WaitOutcome
 
-__all__ = ["ProcessCancelled", "ProcessTimedOut", "StatewaitError"]
+__all__ = [
+    "BackendUnavailable",
+    "ChildLostError",
+    "ProcessCancelled",
+    "ProcessTimedOut",
+    "StatewaitError",
+    "UnsafeSignalError",
+]
 
 _Args: TypeAlias = "str | bytes | Sequence[object]"
 
 
 class StatewaitError(Exception):
     """The root of statewait's own exceptions."""
+
+
+class ChildLostError(StatewaitError):
+    """The Popen no longer stands for a live or reapable child of this process.
+
+    It was reaped outside its Popen (os.wait, os.waitpid, a SIGCHLD handler,
+    or SIGCHLD set to SIG_IGN), so its exit status is lost and its pid may
+    already belong to another process. Nothing was signalled.
+    """
+
+
+class UnsafeSignalError(StatewaitError):
+    """statewait refused to send a signal that could reach processes it does not own."""
+
+
+class BackendUnavailable(StatewaitError):
+    """The requested exit-detection backend does not work on this system."""
 
 
 class _Terminated(StatewaitError):

@@ -151,7 +151,9 @@ class Wait(WaitModel):
         self._observer = observer
         self._label = label
         self._poll = to_ns(options.poll_interval)
-        self._polls_exit = polls
+        #: The exit waiter notices exits only when polled; run_wait refreshes
+        #: it after every wait, since a backend may degrade to polling.
+        self.polls_exit = polls
         self._cancel_polled = cancel.polled
         self._wakes_on_token = cancel.token is not None
         self._slice: int | None = None
@@ -210,7 +212,7 @@ class Wait(WaitModel):
         """How long to sleep (ns) before the next wakeup; None for no limit."""
         deadline = self.pending_deadline()
         slice_ns = None if deadline is None else deadline - self.now
-        if self._polls_exit or (self._cancel_polled and self.state is RUNNING):
+        if self.polls_exit or (self._cancel_polled and self.state is RUNNING):
             slice_ns = self._poll if slice_ns is None else min(slice_ns, self._poll)
         if slice_ns is not None and slice_ns < MIN_SLICE_NS:
             slice_ns = MIN_SLICE_NS
@@ -324,6 +326,7 @@ def run_wait(
                 exit_status = waiter.wait(slice_ns, wait.wakes_on_cancel)
                 wait.wake(clock(), exit_status, woke=slice_ns != 0)
                 if not wait.done:
+                    wait.polls_exit = waiter.polls
                     slice_ns = wait.next_slice()
             except BaseException as exc:
                 if failure is None:

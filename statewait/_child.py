@@ -1,0 +1,169 @@
+# What statewait knows about a child beyond its Popen: a pidfd that names the
+# child itself rather than its pid number, kept from spawn() until the child
+# is reaped, and the proof that a Popen still stands for a child of ours.
+#
+# Why: a pid is only a number. Once a child is reaped (by Popen or by anybody
+# calling os.wait*), the kernel may give its pid to an unrelated process, and
+# a signal sent "to the child" would hit that stranger. A pidfd opened while
+# the child was still ours keeps naming the child: signals through it fail
+# with ESRCH once the child is gone, never reaching the stranger.
+#
+# This module owns the record and the checks. It does not signal
+# (_signals.py) and does not wait (_backends/). Reaping stays Popen's job.
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import sys
+import threading
+import weakref
+from typing import Any, NoReturn
+
+from ._errors import ChildLostError
+
+__all__ = ["ChildLostError", "pidfd_of", "release", "spawn", "verify_child"]
+
+logger = logging.getLogger("statewait")
+
+#: pidfd_open and P_PIDFD exist on Linux >= 5.3 (and Python >= 3.9).
+HAVE_PIDFD = hasattr(os, "pidfd_open")
+
+_lock = threading.Lock()
+# child -> its pidfd. Weak keys: a Popen that is dropped closes its pidfd
+# through the finalizer registered beside it.
+_pidfds: weakref.WeakKeyDictionary[subprocess.Popen[Any], int] = weakref.WeakKeyDictionary()
+_finalizers: weakref.WeakKeyDictionary[subprocess.Popen[Any], weakref.finalize[Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def spawn(args: Any, **popen_kwargs: Any) -> subprocess.Popen[Any]:
+    """Start a child as the leader of a new process group, keeping its pidfd.
+
+    Like subprocess.Popen(args, **popen_kwargs), except that the child leads
+    its own process group (``process_group=0`` on Python 3.11+,
+    ``start_new_session=True`` before), so interrupt_group and kill_group
+    reach it and everything it starts, and never the caller's group. The
+    child's pidfd is opened at once, while the pid is certainly the child's,
+    and kept until the child is reaped.
+
+    Args:
+        args: the program and its arguments, as for subprocess.Popen.
+        **popen_kwargs: passed to subprocess.Popen. ``process_group`` or
+            ``start_new_session`` given here are respected.
+
+    Returns:
+        The Popen.
+    """
+    if "process_group" not in popen_kwargs and not popen_kwargs.get("start_new_session"):
+        if sys.version_info >= (3, 11):
+            popen_kwargs["process_group"] = 0
+        else:
+            popen_kwargs["start_new_session"] = True
+    child: subprocess.Popen[Any] = subprocess.Popen(args, **popen_kwargs)
+    # No reaping can happen between Popen returning and this line (Popen reaps
+    # only when asked), so the pid still names our child, alive or zombie.
+    try:
+        _adopt(child)
+    except OSError as exc:
+        # EMFILE, say. The child runs and the caller holds it: do not kill it.
+        # Without a kept pidfd the waits fall back to the waitid or poll
+        # backend, and signals to the pid-based path guarded by Popen's state.
+        logger.debug("pid %d: no pidfd kept (%s)", child.pid, exc)
+    return child
+
+
+def _adopt(child: subprocess.Popen[Any]) -> int | None:
+    """Open and keep the child's pidfd; None where the kernel has none.
+
+    Raises:
+        ProcessLookupError: no process has the child's pid.
+    """
+    if not HAVE_PIDFD:
+        return None
+    try:
+        fd = os.pidfd_open(child.pid)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EPERM):
+            return None  # a kernel or sandbox without pidfds: the pid-based fallback
+        raise
+    with _lock:
+        old = _pidfds.pop(child, None)
+        _pidfds[child] = fd
+        _finalizers[child] = weakref.finalize(child, _close_quietly, fd)
+    if old is not None:
+        _close_quietly(old)
+    return fd
+
+
+def pidfd_of(child: subprocess.Popen[Any]) -> int | None:
+    """The child's pidfd, opened now if spawn() did not keep one.
+
+    Returns None when pidfds are unavailable or the child was reaped by Popen.
+
+    Raises:
+        ChildLostError: the pid no longer names a child of ours.
+        OSError: pidfd_open failed for another reason (EMFILE, say).
+    """
+    if child.returncode is not None:
+        return None
+    with _lock:
+        fd = _pidfds.get(child)
+    if fd is not None:
+        return fd
+    try:
+        fd = _adopt(child)
+    except ProcessLookupError:
+        _raise_lost(child)  # no process has that pid, yet Popen never reaped it
+    if fd is not None:
+        # The pid named *a* process when it was opened; prove it is our child
+        # (an unreaped one) and not a stranger that was given a reused pid.
+        verify_child(child)
+    return fd
+
+
+def verify_child(child: subprocess.Popen[Any]) -> None:
+    """Check that the Popen still stands for a child of ours, not yet reaped.
+
+    Raises:
+        ChildLostError: it was reaped outside its Popen.
+    """
+    if child.returncode is not None:
+        return  # reaped by Popen itself: known and fine
+    with _lock:
+        fd = _pidfds.get(child)
+    try:
+        if fd is not None:
+            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        else:
+            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        _raise_lost(child)
+
+
+def _raise_lost(child: subprocess.Popen[Any]) -> NoReturn:
+    raise ChildLostError(
+        f"pid {child.pid} is not a child of this process any more: it was reaped outside "
+        "its Popen (os.wait/os.waitpid, a SIGCHLD handler, or SIGCHLD ignored), so its "
+        "exit status is lost; nothing was signalled"
+    )
+
+
+def release(child: subprocess.Popen[Any]) -> None:
+    """Close the kept pidfd once the child is reaped (it can name nothing more)."""
+    if child.returncode is None:
+        return
+    with _lock:
+        _pidfds.pop(child, None)
+        finalizer = _finalizers.pop(child, None)
+    if finalizer is not None:
+        finalizer()  # closes the fd once, and detaches
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
