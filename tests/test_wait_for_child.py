@@ -419,3 +419,34 @@ def test_spawn_keeps_a_pidfd_until_the_child_is_reaped() -> None:
     assert open_fds() == before + 1
     wait_for_child(child)
     assert open_fds() == before
+
+
+@needs_pidfd
+def test_wait_for_child_pidfd_backend_uses_poll_for_descriptors_past_FD_SETSIZE(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import select
+
+    import statewait._backends.pidfd as pidfd_backend
+
+    monkeypatch.setattr(pidfd_backend, "_FD_SETSIZE", 0)  # as if every fd were >= 1024
+
+    def no_select(*args: object) -> None:
+        raise AssertionError("select(2) cannot take descriptors past FD_SETSIZE")
+
+    monkeypatch.setattr(select, "select", no_select)
+    token = CancelToken()
+    child = start_ready(IGNORES_SIGINT)
+    timer = _cancel_later(token.cancel, 0.1)
+    outcome = wait_for_child(
+        child, WaitOptions(timeout=30, cancellation=token, interrupt_grace=0.1), backend="pidfd"
+    )
+    timer.join()
+    close_pipes(child)
+    assert (outcome.termination, outcome.returncode) == (
+        TerminationReason.CANCELLED,
+        -signal.SIGKILL,
+    )
+    assert outcome.killed_at is not None
+    assert outcome.interrupted_at is not None
+    assert outcome.killed_at - outcome.interrupted_at > 0.1

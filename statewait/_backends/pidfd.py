@@ -1,8 +1,13 @@
 # The pidfd backend (Linux >= 5.3): the child's pidfd becomes readable when
-# the child exits, so one poll(2) over the pidfd and the CancelToken's
-# descriptor sleeps until the exit, the cancellation or the slice's end.
+# the child exits, so one sleep over the pidfd and the CancelToken's
+# descriptor lasts until the exit, the cancellation or the slice's end.
 # No thread, no polling. Contract: wait until the child is reapable; then
 # reap it through Popen.wait(), once, so child.returncode is set.
+#
+# The sleep is select(2) while both descriptors are below FD_SETSIZE: its
+# timeout has microsecond resolution, where poll(2) and epoll round up to the
+# next millisecond (a deadline would fire up to 1 ms late). Past FD_SETSIZE,
+# poll(2) it is.
 
 from __future__ import annotations
 
@@ -14,6 +19,19 @@ from .._cancel import CancelToken
 from .._child import pidfd_of
 
 __all__ = ["PidfdWaiter"]
+
+#: select(2) handles descriptors below this only.
+_FD_SETSIZE = 1024
+
+
+def _seconds(timeout_ns: int | None) -> float | None:
+    return None if timeout_ns is None else timeout_ns / 1e9
+
+
+def _millis(timeout_ns: int | None) -> float | None:
+    # poll(2) takes milliseconds; Python rounds a fraction up, so a deadline
+    # is never woken for early.
+    return None if timeout_ns is None else timeout_ns / 1e6
 
 
 class PidfdWaiter:
@@ -27,26 +45,29 @@ class PidfdWaiter:
         # The pidfd kept by spawn(), or one opened and verified now; None only
         # if Popen already reaped the child.
         self._pidfd = pidfd_of(child)
+        self._token_fd = None if token is None or self._pidfd is None else token.fileno()
+        fds = [fd for fd in (self._pidfd, self._token_fd) if fd is not None]
+        self._fine = all(fd < _FD_SETSIZE for fd in fds)
         self._alone = select.poll()
-        self._with_token: select.poll | None = None
+        self._with_token = select.poll()
         if self._pidfd is not None:
             self._alone.register(self._pidfd, select.POLLIN)
-            if token is not None:
-                self._with_token = select.poll()
-                self._with_token.register(self._pidfd, select.POLLIN)
-                self._with_token.register(token.fileno(), select.POLLIN)
+            self._with_token.register(self._pidfd, select.POLLIN)
+        if self._token_fd is not None:
+            self._with_token.register(self._token_fd, select.POLLIN)
 
     def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
         child = self._child
         if child.returncode is not None or self._pidfd is None:
             return child.returncode
-        poller = self._with_token if wake_on_cancel and self._with_token else self._alone
-        # poll(2) takes milliseconds; Python rounds a fraction up, so a
-        # deadline is never woken for early.
-        for fd, _ in poller.poll(None if timeout_ns is None else timeout_ns / 1e6):
-            if fd == self._pidfd:
-                return child.wait()  # a zombie: returns at once
-        return None
+        token_fd = self._token_fd if wake_on_cancel else None
+        if self._fine:
+            fds = [self._pidfd] if token_fd is None else [self._pidfd, token_fd]
+            ready, _, _ = select.select(fds, [], [], _seconds(timeout_ns))
+        else:
+            poller = self._alone if token_fd is None else self._with_token
+            ready = [fd for fd, _ in poller.poll(_millis(timeout_ns))]
+        return child.wait() if self._pidfd in ready else None  # a zombie: at once
 
     def close(self) -> None:
         """Nothing to release: the pidfd belongs to the child's record."""
