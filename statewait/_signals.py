@@ -44,7 +44,10 @@ def signal_group(child: subprocess.Popen[Any], sig: int) -> None:
     """
     if child.returncode is not None:
         return  # reaped: its pid may already be somebody else's
-    pidfd = pidfd_of(child)
+    try:
+        pidfd = pidfd_of(child)
+    except OSError:
+        pidfd = None  # no descriptor to spare (EMFILE): the pid-based path below
     if pidfd is not None:
         try:
             signal.pidfd_send_signal(pidfd, 0)  # the child itself, alive or zombie
