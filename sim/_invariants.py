@@ -132,8 +132,13 @@ class _Facts:
         self.abandon = None if scenario.abandon_after is None else to_ns(scenario.abandon_after)
         self.poll = to_ns(scenario.poll_interval)
         self.cancel_at = None if scenario.cancel_at is None else to_ns(scenario.cancel_at)
-        # The spec's own account of the child, from the signals it received.
-        self.exit: ChildExit | None = scenario.child.exit_given(trace.signals)
+        # The spec's own account of the child, from the signals it received:
+        # exits[k] is its exit as known after its first k signals.
+        child = scenario.child
+        self.exits = [child.own_exit()]
+        for signal in trace.signals:
+            self.exits.append(child.after(self.exits[-1], signal))
+        self.exit: ChildExit | None = self.exits[-1]
         self.soft = [sig.at for sig in trace.signals if sig.kind == "soft_interrupt"]
         self.hard = [sig.at for sig in trace.signals if sig.kind == "hard_kill"]
         self.evaluations = list(_evaluations(trace))
@@ -159,7 +164,7 @@ class _Facts:
 
     def exit_before(self, signals: int) -> ChildExit | None:
         """The child's exit as known after its first `signals` signals."""
-        return self.s.child.exit_given(self.trace.signals[:signals])
+        return self.exits[signals]
 
     def escalated_at(self, at: int) -> bool:
         """An exception arrived during the grace at `at` (it escalates to the kill)."""
@@ -292,11 +297,11 @@ def _i4_deadlines(f: _Facts) -> Iterator[_Found]:
                 f"{_STATE_RULE[state]} ({seconds(deadline)} s) and the 1 ms floor",
             )
     deadline = f.deadline(f.last_state)
-    if f.trace.end == "blocked" and deadline is not None:
+    if f.trace.end == "forever" and deadline is not None:
         yield _Found(
-            "I4.blocked",
+            "I4.forever",
             f.trace.ended_at,
-            f"the wait would block for ever in {f.last_state.name}, "
+            f"the wait would go on for ever in {f.last_state.name}, "
             f"though {_STATE_RULE[f.last_state]} is due after {seconds(deadline)} s",
         )
 
@@ -331,11 +336,11 @@ def _i5_cancellation(f: _Facts) -> Iterator[_Found]:
                 f"the {f.s.cancel_kind} cancellation requested at {seconds(c)} s was looked at "
                 f"{seconds(sleep.due)} s (+{seconds(sleep.late)} s late), not {bound}",
             )
-    if f.trace.end == "blocked" and f.last_state is RUNNING:
+    if f.trace.end == "forever" and f.last_state is RUNNING:
         yield _Found(
-            "I5.blocked",
+            "I5.forever",
             f.trace.ended_at,
-            f"the wait would block for ever though cancelled at {seconds(c)} s",
+            f"the wait would go on for ever though cancelled at {seconds(c)} s",
         )
 
 
@@ -363,8 +368,11 @@ def _i6_exit(f: _Facts) -> Iterator[_Found]:
                 f"{seconds(known.at)} s",
             )
     # The exit is noticed at once (event backend) or at the next poll.
+    sent = 0
     for sleep, _ in f.sleeps:
-        known = f.s.child.exit_given(sig for sig in f.trace.signals if sig.at <= sleep.began)
+        while sent < len(f.trace.signals) and f.trace.signals[sent].at <= sleep.began:
+            sent += 1
+        known = f.exit_before(sent)
         if known is None or not sleep.began < known.at <= sleep.woke:
             continue
         poll_end = sleep.began + max(f.poll, MIN_SLICE_NS)
@@ -375,11 +383,11 @@ def _i6_exit(f: _Facts) -> Iterator[_Found]:
                 f"the exit at {seconds(known.at)} s was noticed at {seconds(sleep.due)} s "
                 f"(+{seconds(sleep.late)} s late) with the {f.s.backend} backend",
             )
-    if f.trace.end == "blocked" and f.exit is not None:
+    if f.trace.end == "forever" and f.exit is not None:
         yield _Found(
-            "I6.blocked",
+            "I6.forever",
             f.trace.ended_at,
-            f"the wait would block for ever, though the child exits at {seconds(f.exit.at)} s",
+            f"the wait would go on for ever, though the child exits at {seconds(f.exit.at)} s",
         )
     yield from _i6_end(f)
 

@@ -21,7 +21,7 @@ from ._simulate import Trace
 __all__ = ["describe", "summary", "timeline", "verdict"]
 
 _ENDINGS = {
-    "blocked": "the wait would go on for ever: nothing left can end it",
+    "forever": "the wait would go on for ever: nothing left can end it",
     "stopped": "the simulation was stopped here",
     "runaway": "the wait does not end: stopped as a runaway",
 }
@@ -142,7 +142,7 @@ def summary(trace: Trace) -> str:
     else:
         how = {
             "raised": f"raised {trace.raised!r} at {seconds(trace.ended_at)} s",
-            "blocked": "never returns",
+            "forever": "never returns",
             "stopped": f"stopped at {seconds(trace.ended_at)} s",
             "runaway": "runaway",
         }[trace.end]

@@ -189,17 +189,25 @@ class FakeChild:
         Returns:
             The exit, or None if the child never exits.
         """
-        current = None if self.exit_at is None else ChildExit(to_ns(self.exit_at), self.exit_code)
+        current = self.own_exit()
         for signal in signals:
-            if current is not None and signal.at >= current.at:
-                break  # it is dead already: later signals change nothing
-            reaction = self.on_interrupt if signal.kind == "soft_interrupt" else self.on_kill
-            if reaction != "ignore":
-                _, delay, code = reaction
-                at = signal.at + to_ns(delay)
-                if current is None or at < current.at:
-                    current = ChildExit(at, code)
+            current = self.after(current, signal)
         return current
+
+    def own_exit(self) -> ChildExit | None:
+        """When the child exits if it receives no signal."""
+        return None if self.exit_at is None else ChildExit(to_ns(self.exit_at), self.exit_code)
+
+    def after(self, current: ChildExit | None, signal: Signal) -> ChildExit | None:
+        """Its exit once `signal` arrives, given the exit it was heading for."""
+        if current is not None and signal.at >= current.at:
+            return current  # dead already: a signal changes nothing
+        reaction = self.on_interrupt if signal.kind == "soft_interrupt" else self.on_kill
+        if reaction == "ignore":
+            return current
+        _, delay, code = reaction
+        at = signal.at + to_ns(delay)
+        return ChildExit(at, code) if current is None or at < current.at else current
 
 
 @dataclass(frozen=True)

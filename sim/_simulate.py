@@ -16,12 +16,17 @@
 #
 # The loop never returns by itself in three cases, which the simulation ends
 # and reports in `Trace.end`:
-#   - "blocked": the wait would go on for ever: the loop asked to sleep with
-#     no limit and nothing will wake it, or it polls a child that will never
-#     exit in a state with no deadline and nothing left to happen (the
-#     unkillable child without abandon_after; no timeout and no cancellation);
+#   - "forever": the wait would go on for ever: the loop asked to sleep with
+#     no limit and nothing will wake it, or it keeps waking up to the same
+#     nothing (polling an unkillable child without abandon_after, say). The
+#     simulation calls a wait settled when the child will never exit, no
+#     cancellation is still to come, every deadline that has started is past
+#     and the last wakeup did nothing (or what the one before did). Guards
+#     only compare `now` with past deadlines, so every later wakeup would do
+#     the same: for ever;
 #   - "stopped": virtual time reached `until`;
-#   - "runaway": more than `max_wakeups` wakeups (a broken machine that spins).
+#   - "runaway": more than `max_wakeups` wakeups, or SPIN_LIMIT in a row at
+#     one instant (a broken machine that spins).
 # To end it, the waiter raises `_Abort`; by the loop's contract an exception
 # is escalated only after a look at the child, so the waiter reports an exit
 # at that look, the loop finishes without signalling, and the simulation drops
@@ -38,7 +43,7 @@ from typing import Literal, NamedTuple, TypeAlias
 from transitions import Machine
 
 from statewait import CancelToken, TerminationReason, WaitOptions, WaitOutcome
-from statewait._machine import KILLING, MACHINE, RUNNING
+from statewait._machine import MACHINE
 from statewait._options import to_ns
 from statewait._wait import WaitEvent, run_wait
 
@@ -52,11 +57,11 @@ _NS_PER_SECOND = 1e9
 
 #: How a simulation ended: the wait returned, raised (a user callback's
 #: exception, re-raised by the loop after the child was dealt with), would
-#: block for ever, was stopped at `until`, or spun past `max_wakeups`.
-TraceEnd: TypeAlias = "Literal['returned', 'raised', 'blocked', 'stopped', 'runaway']"
+#: go on for ever, was stopped at `until`, or ran away (see the header).
+TraceEnd: TypeAlias = "Literal['returned', 'raised', 'forever', 'stopped', 'runaway']"
 
 #: How many wakeups a simulation allows before it calls the wait a runaway.
-MAX_WAKEUPS = 100_000
+MAX_WAKEUPS = 20_000
 #: How many wakeups in a row at one instant make a runaway: a wait that spins
 #: without time passing never ends (a healthy one has two at most: the one
 #: that sends a signal and the one that sees the child die of it).
@@ -96,7 +101,7 @@ class Trace:
         cancelled_at: when the cancellation was requested, if it was by the end.
         end: how the simulation ended (see TraceEnd).
         ended_at: when it ended: the wait's end, or the moment the simulation
-            saw it would block for ever, was stopped or ran away.
+            saw it would go on for ever, was stopped or ran away.
         raised: the exception the wait re-raised when end == "raised".
     """
 
@@ -158,12 +163,13 @@ class _World:
         self.timeline: list[WaitEvent] = []
         self.sleeps: list[Sleep] = []
         self.signals: list[Signal] = []
-        self.exit = scenario.child.exit_given(())
+        self.exit = scenario.child.own_exit()
         self.cancelled_at: int | None = None
         self.end: TraceEnd | None = None
         self.kept = 0  # how many timeline events to keep when the loop was aborted
-        self._state = RUNNING
-        self._idle = False  # the last wakeup changed nothing
+        # What the last two wakeups caused (event kinds), None before any.
+        self._did: tuple[str, ...] | None = None
+        self._did_before: tuple[str, ...] | None = None
         self._calls = 0
         self._spins = 0  # wakeups in a row at one instant
 
@@ -184,8 +190,8 @@ class _World:
             if wake_on_cancel and self._cancel_at is not None:
                 wake_at.append(self._cancel_at)  # a cancelled token stays readable
             due = clock.due(timeout_ns, wake_at)
-            if due is None or self._nothing_can_happen():
-                self._abort("blocked")
+            if due is None or self._settled():
+                self._abort("forever")
             elif self._until is not None and due + clock.next_lateness() > self._until:
                 clock.now = self._until
                 self._abort("stopped")
@@ -200,17 +206,21 @@ class _World:
         exited = self.exit is not None and self.exit.at <= clock.now
         return self.exit.code if exited and self.exit is not None else None
 
-    def _nothing_can_happen(self) -> bool:
-        # Polling for ever: the child never exits and the state has no
-        # deadline (KILLING without abandon_after; RUNNING with no timeout and
-        # no cancellation to come). One idle poll is let through first, so a
-        # broken machine that would act at a poll gets the chance to.
-        s = self._scenario
-        if self.exit is not None or not self._idle:
+    def _settled(self) -> bool:
+        """Nothing new can happen any more (see the module header)."""
+        if self._did is None or self._did not in ((), self._did_before):
             return False
-        if self._state is KILLING:
-            return s.abandon_after is None
-        return self._state is RUNNING and s.timeout is None and s.cancel_at is None
+        if self.exit is not None or (self._cancel_at is not None and self.cancelled_at is None):
+            return False
+        s, now = self._scenario, self._clock.now
+        soft = [sig.at for sig in self.signals if sig.kind == "soft_interrupt"]
+        hard = [sig.at for sig in self.signals if sig.kind == "hard_kill"]
+        started = [
+            None if s.timeout is None else to_ns(s.timeout),
+            soft[0] + to_ns(s.interrupt_grace) if soft else None,
+            hard[0] + to_ns(s.abandon_after) if hard and s.abandon_after is not None else None,
+        ]
+        return all(now > deadline for deadline in started if deadline is not None)
 
     def _request_cancel_if_due(self) -> None:
         c_at = self._cancel_at
@@ -227,8 +237,10 @@ class _World:
     # -- run_wait's callbacks
     def observe(self, event: WaitEvent) -> None:
         self.timeline.append(event)
-        self._state = event.state
-        self._idle = event.kind == "wakeup"
+        if event.kind == "wakeup":
+            self._did_before, self._did = self._did, ()
+        elif self._did is not None:
+            self._did += (event.kind,)
 
     def soft_interrupt(self) -> None:
         self._signal("soft_interrupt")
@@ -237,8 +249,9 @@ class _World:
         self._signal("hard_kill")
 
     def _signal(self, kind: Literal["soft_interrupt", "hard_kill"]) -> None:
-        self.signals.append(Signal(self._clock.now, kind))
-        self.exit = self._scenario.child.exit_given(self.signals)
+        signal = Signal(self._clock.now, kind)
+        self.signals.append(signal)
+        self.exit = self._scenario.child.after(self.exit, signal)
 
 
 Callback: TypeAlias = "Callable[[], None]"
