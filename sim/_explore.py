@@ -54,8 +54,12 @@ def explore(
         return find(
             scenarios(lateness=lateness),
             _violated(machine),
+            # From hypothesis' defaults, not the caller's profile: the seed alone
+            # decides the search, so `--seed` repeats it anywhere.
             settings=settings(
+                settings.get_profile("default"),
                 max_examples=examples,
+                derandomize=False,
                 database=None,
                 deadline=None,
                 suppress_health_check=list(HealthCheck),
@@ -115,7 +119,11 @@ def bench(*, budget: float = 2.0, examples: int = 2000, files: Sequence[Scenario
         database=None, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
     )
     sample: list[Scenario] = []
-    given(scenarios())(settings(common, max_examples=500)(sample.append))()
+
+    def collect(scenario: Scenario) -> None:
+        sample.append(scenario)
+
+    given(scenarios())(settings(common, max_examples=500)(collect))()
 
     def wakeups(items: Sequence[Scenario]) -> float:
         return sum(simulate(s).wakeups for s in items) / len(items)

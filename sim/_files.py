@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Mapping
@@ -157,7 +156,7 @@ def _checked(name: str, check: Callable[[str, object], object], value: object) -
 def _keys(table: object, prefix: str, allowed: set[str] | Mapping[str, object]) -> dict[str, Any]:
     """`table` as a dict, if it is a table with no key outside `allowed`."""
     if not isinstance(table, dict):
-        raise _Malformed(f"{prefix or 'a scenario'} must be a table, got {table!r}")
+        raise _Malformed(f"{prefix.rstrip('.') or 'a scenario'} must be a table, got {table!r}")
     for key in table:
         if key not in allowed:
             known = ", ".join(sorted(allowed))
@@ -274,7 +273,7 @@ def scenario_to_toml(scenario: Scenario, expect: Expect | None = None) -> str:
     Fields at their default value are left out.
     """
     default = Scenario()
-    lines = ["[[scenario]]", f"name = {json.dumps(scenario.name or 'unnamed')}"]
+    lines = ["[[scenario]]", f"name = {_toml_string(scenario.name or 'unnamed')}"]
     for key in SCENARIO_CHECKS:
         value = getattr(scenario, key)
         if key in ("name", "child") or value == getattr(default, key) or value is None:
@@ -311,8 +310,22 @@ def _toml(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_string(value)
     return str(value)
+
+
+def _toml_string(text: str) -> str:
+    # A TOML basic string: escape the quote, the backslash and the control
+    # characters (TOML wants DEL escaped too, which json.dumps would not do).
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _reaction_toml(reaction: Reaction) -> str:

@@ -98,6 +98,13 @@ class _Evaluation(NamedTuple):
     #: The events it caused (its own start/wakeup/exception event excluded).
     caused: tuple[WaitEvent, ...]
 
+    @property
+    def name(self) -> str:
+        """How a message calls it."""
+        return {"start": "the first look", "wakeup": "this wakeup"}.get(
+            self.kind, "the look after the exception"
+        )
+
     def interrupts(self, reason: TerminationReason) -> bool:
         """It sent a soft interrupt with `reason`."""
         return any(e.kind == "soft_interrupt" and e.detail is reason for e in self.caused)
@@ -164,7 +171,9 @@ class _Facts:
 
     def exit_before(self, signals: int) -> ChildExit | None:
         """The child's exit as known after its first `signals` signals."""
-        return self.exits[signals]
+        # min(): a hand-made trace may name more signals in its timeline than
+        # the child received; judge it anyway.
+        return self.exits[min(signals, len(self.exits) - 1)]
 
     def escalated_at(self, at: int) -> bool:
         """An exception arrived during the grace at `at` (it escalates to the kill)."""
@@ -280,7 +289,7 @@ def _i4_deadlines(f: _Facts) -> Iterator[_Found]:
                 f"I4.overdue-{ev.before.name}",
                 ev.at,
                 f"{_STATE_RULE[ev.before]} was due after {seconds(deadline)} s, "
-                f"but this {ev.kind} left the wait {ev.before.name}",
+                f"but {ev.name} left the wait {ev.before.name}",
             )
     # ... and no sleep is planned past a pending deadline, beyond the 1 ms floor.
     for sleep, state in f.sleeps:
@@ -323,7 +332,7 @@ def _i5_cancellation(f: _Facts) -> Iterator[_Found]:
             yield _Found(
                 "I5.ignored",
                 ev.at,
-                f"the cancellation requested at {seconds(c)} s was not acted on at this {ev.kind}",
+                f"the cancellation requested at {seconds(c)} s was not acted on at {ev.name}",
             )
     # ... and the first look after it is due at once (token) or within the poll (flag).
     slack = 0 if f.s.cancel_kind == "token" else max(f.poll, MIN_SLICE_NS)
@@ -364,8 +373,7 @@ def _i6_exit(f: _Facts) -> Iterator[_Found]:
             yield _Found(
                 "I6.exit-missed",
                 ev.at,
-                f"this {ev.kind} did not end the wait, though the child exited at "
-                f"{seconds(known.at)} s",
+                f"{ev.name} did not end the wait, though the child exited at {seconds(known.at)} s",
             )
     # The exit is noticed at once (event backend) or at the next poll.
     sent = 0
