@@ -172,6 +172,12 @@ class _World:
         self._did_before: tuple[str, ...] | None = None
         self._calls = 0
         self._spins = 0  # wakeups in a row at one instant
+        # The scenario's durations in ns, and when the grace and the abandon
+        # deadlines started (set by the first soft interrupt and hard kill).
+        self._timeout = None if scenario.timeout is None else to_ns(scenario.timeout)
+        self._grace = to_ns(scenario.interrupt_grace)
+        self._abandon = None if scenario.abandon_after is None else to_ns(scenario.abandon_after)
+        self._first: dict[str, int] = {}
 
     # -- ExitWaiter
     def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
@@ -212,14 +218,13 @@ class _World:
             return False
         if self.exit is not None or (self._cancel_at is not None and self.cancelled_at is None):
             return False
-        s, now = self._scenario, self._clock.now
-        soft = [sig.at for sig in self.signals if sig.kind == "soft_interrupt"]
-        hard = [sig.at for sig in self.signals if sig.kind == "hard_kill"]
+        soft, hard = self._first.get("soft_interrupt"), self._first.get("hard_kill")
         started = [
-            None if s.timeout is None else to_ns(s.timeout),
-            soft[0] + to_ns(s.interrupt_grace) if soft else None,
-            hard[0] + to_ns(s.abandon_after) if hard and s.abandon_after is not None else None,
+            self._timeout,
+            None if soft is None else soft + self._grace,
+            None if hard is None or self._abandon is None else hard + self._abandon,
         ]
+        now = self._clock.now
         return all(now > deadline for deadline in started if deadline is not None)
 
     def _request_cancel_if_due(self) -> None:
@@ -251,6 +256,7 @@ class _World:
     def _signal(self, kind: Literal["soft_interrupt", "hard_kill"]) -> None:
         signal = Signal(self._clock.now, kind)
         self.signals.append(signal)
+        self._first.setdefault(kind, signal.at)
         self.exit = self._scenario.child.after(self.exit, signal)
 
 

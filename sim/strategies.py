@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from hypothesis import strategies as st
@@ -28,8 +29,9 @@ __all__ = [
     "scenarios",
 ]
 
-#: Poll intervals a shrinking example tends to: the default first.
-_ROUND_POLLS_MS = (50, 10, 100, 1, 5, 20, 250)
+#: Poll intervals, in the order a shrinking example tends to: the default
+#: first, then round values, then odd ones that do not divide the others.
+_POLLS_MS = (50, 10, 100, 1, 5, 20, 250, 3, 7, 33, 120, 499)
 #: At most this many polls over a scenario's horizon.
 _MAX_POLLS = 100
 #: A generated child's returncodes: shrinking tends to 0.
@@ -94,9 +96,10 @@ class _ChildParts:
         self.on_kill = _ReactionParts(max_ms // 2, -9)
 
     def draw(self, draw: st.DrawFn) -> FakeChild:
+        exit_at = self.exit_at.draw_optional(draw)
         return FakeChild(
-            exit_at=self.exit_at.draw_optional(draw),
-            exit_code=draw(_CODES),
+            exit_at=exit_at,
+            exit_code=0 if exit_at is None else draw(_CODES),
             on_interrupt=self.on_interrupt.draw(draw),
             on_kill=self.on_kill.draw(draw),
         )
@@ -146,32 +149,57 @@ class _ScenarioParts:
         self.cancel_at = _Ms(max_ms)
         self.abandon_after = _Ms(max_ms // 2)
         self.child = _ChildParts(max_ms)
-        self.poll_ms = st.sampled_from(_ROUND_POLLS_MS) | st.integers(1, max(1, max_ms // 4))
-        self.cancel_kind = st.sampled_from(tuple(cancel_kinds))
-        self.backend = st.sampled_from(tuple(backends))
+        self.poll_ms = st.sampled_from(_POLLS_MS)
+        # One draw for both: every draw costs hypothesis time.
+        self.kinds = st.sampled_from([(b, c) for b in backends for c in cancel_kinds])
+        self.exit_tie = st.booleans()  # to the timeout, or to the cancellation
         self.lateness = _LatenessParts(20, 8) if lateness else None
 
     def draw(self, draw: st.DrawFn) -> Scenario:
         timeout = self.timeout.draw_optional(draw)
         grace = self.grace.draw(draw)
-        cancel_at = self.cancel_at.draw_optional(draw)
+        cancel_at = _tied(draw, self.cancel_at.draw_optional(draw), timeout)
         abandon_after = self.abandon_after.draw_optional(draw)
         child = self.child.draw(draw)
-        # Keep a poll-backend example to a few hundred wakeups.
+        # Ties are where the rules are subtle: now and then the child exits
+        # exactly at (or 1 ms after) the timeout or the cancellation, or
+        # dies of SIGINT exactly when the grace ends.
+        exit_at = _tied(draw, child.exit_at, timeout if draw(self.exit_tie) else cancel_at)
+        on_interrupt = child.on_interrupt
+        if on_interrupt != "ignore":
+            delay = _tied(draw, on_interrupt[1], grace)
+            assert delay is not None, "a delay tied to a duration is a duration"
+            on_interrupt = ("exit", delay, on_interrupt[2])
+        child = dataclasses.replace(child, exit_at=exit_at, on_interrupt=on_interrupt)
+        # Keep a poll-backend example to a hundred wakeups or so.
         delays = [r[1] for r in (child.on_interrupt, child.on_kill) if r != "ignore"]
         horizon = sum(t or 0.0 for t in (timeout, cancel_at, grace, abandon_after, child.exit_at))
         least_poll_ms = max(1, round(1000 * (horizon + sum(delays))) // _MAX_POLLS)
+        backend, cancel_kind = draw(self.kinds)
         return Scenario(
             timeout=timeout,
             interrupt_grace=grace,
             poll_interval=max(draw(self.poll_ms), least_poll_ms) / 1000,
             cancel_at=cancel_at,
-            cancel_kind=draw(self.cancel_kind),  # type: ignore[arg-type]
-            backend=draw(self.backend),  # type: ignore[arg-type]
+            cancel_kind=cancel_kind,  # type: ignore[arg-type]
+            backend=backend,  # type: ignore[arg-type]
             abandon_after=abandon_after,
             child=child,
             lateness=() if self.lateness is None else self.lateness.draw(draw),
         )
+
+
+#: How a drawn time may be tied to another: not at all (what shrinking tends
+#: to), exactly at it, or at the 1 ms floor after it.
+_TIES = st.sampled_from((None, 0.0, 0.001))
+
+
+def _tied(draw: st.DrawFn, value: float | None, anchor: float | None) -> float | None:
+    """`value`, or now and then `anchor` itself or `anchor` + 1 ms."""
+    if value is None or anchor is None:
+        return value
+    offset = draw(_TIES)
+    return value if offset is None else round(anchor + offset, 3)
 
 
 @st.composite
