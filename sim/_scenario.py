@@ -251,14 +251,3 @@ class Scenario:
 
     def __post_init__(self) -> None:
         _normalise(self, SCENARIO_CHECKS)
-
-    @property
-    def polled(self) -> bool:
-        """Whether the wait must poll while the child runs (RUNNING): the poll
-        backend always does; a flag cancellation is polled even if nobody
-        ever sets it."""
-        return self.backend == "poll" or self.cancel_kind == "flag"
-
-    def lateness_ns(self, wakeup: int) -> int:
-        """How late (ns) the wakeup numbered `wakeup` (from 0) is."""
-        return to_ns(self.lateness[wakeup]) if wakeup < len(self.lateness) else 0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sim import load_scenarios
 from sim._cli import main
-from sim._files import load_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from sim import FakeChild, Scenario, simulate
-from sim._files import (
-    DEFAULT_TOLERANCE,
+from sim import (
     Expect,
+    FakeChild,
+    Scenario,
     ScenarioFileError,
     load_scenarios,
     scenario_to_toml,
+    simulate,
 )
+from sim._files import DEFAULT_TOLERANCE
 
 
 def write(tmp_path: Path, text: str, name: str = "case.toml") -> Path:

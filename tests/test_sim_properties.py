@@ -23,8 +23,7 @@ from hypothesis.stateful import (
 )
 from transitions import Machine
 
-from sim import Scenario, Trace, check_invariants, simulate
-from sim._files import load_scenarios, scenario_to_toml
+from sim import Scenario, Trace, check_invariants, load_scenarios, scenario_to_toml, simulate
 from sim.mutants import MUTANTS
 from sim.strategies import children, lateness_schedules, reactions, scenarios
 from statewait import TerminationReason

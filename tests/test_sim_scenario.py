@@ -118,14 +118,3 @@ def test_FakeChild_unkillable_never_exits() -> None:
 def test_FakeChild_a_signal_after_its_exit_changes_nothing() -> None:
     child = FakeChild(exit_at=0.1, exit_code=4)
     assert child.exit_given([Signal(100 * MS, "hard_kill")]) == ChildExit(100 * MS, 4)
-
-
-def test_Scenario_polled_is_the_poll_backend_or_a_flag() -> None:
-    assert not Scenario().polled
-    assert Scenario(backend="poll").polled
-    assert Scenario(cancel_kind="flag").polled  # even if nobody sets it
-
-
-def test_Scenario_lateness_is_per_wakeup_and_on_time_after_the_end() -> None:
-    s = Scenario(lateness=(0.004, 0.0, 0.001))
-    assert [s.lateness_ns(k) for k in range(5)] == [4 * MS, 0, 1 * MS, 0, 0]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sim import check_invariants, simulate
-from sim._files import Case, load_scenarios
+from sim import Case, check_invariants, load_scenarios, simulate
+from sim._files import observed
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [
@@ -31,8 +31,6 @@ def test_shipped_scenarios_are_at_least_twelve_with_unique_names() -> None:
 
 
 def _outcomes() -> list[tuple[Case, dict[str, object]]]:
-    from sim._files import observed
-
     return [(case, observed(simulate(case.scenario))) for case in CASES]
 
 
