@@ -82,6 +82,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
     if args.command == "run":
         return _run(args.paths, quiet=args.quiet, out=out)
+    try:
+        import hypothesis  # noqa: F401  (explore and bench generate with it)
+    except ImportError:
+        print(
+            f"sim: {args.command} needs hypothesis: pip install 'statewait[sim]'", file=sys.stderr
+        )
+        return EXIT_USAGE
     if args.command == "explore":
         return _explore(args, out)
     return _bench(args, out)

@@ -221,3 +221,13 @@ def test_sim_bench_reports_rates(tmp_path: Path) -> None:
     assert lines[2].split()[-1] == "5.0"  # wakeups of the one file scenario
     assert lines[3].startswith("hypothesis property run: ")
     assert lines[4].startswith("freezegun, simulate() with a callback: ")
+
+
+def test_sim_explore_without_hypothesis_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "hypothesis", None)  # import hypothesis -> ImportError
+    assert run("explore", "--examples", "5") == (2, "")
+    assert (
+        capsys.readouterr().err == "sim: explore needs hypothesis: pip install 'statewait[sim]'\n"
+    )
