@@ -1,4 +1,11 @@
-"""Shared fixtures: real children and what happened to every process."""
+"""Shared fixtures: real children and what happened to every process; the
+hypothesis profiles for the whole suite.
+
+`python -m pytest` runs the "ci" profile: derandomized (the same examples on
+every run, so a property test is never flaky) and a moderate number of
+examples, so the suite stays quick. HYPOTHESIS_PROFILE=thorough runs many
+more, randomized, and keeps failures in the local example database.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from statewait import available_backends, spawn
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=200,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=10_000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PY = sys.executable
 _PR_SET_CHILD_SUBREAPER = 36
