@@ -122,7 +122,11 @@ def pidfd_of(child: subprocess.Popen[Any]) -> int | None:
     if fd is not None:
         # The pid named *a* process when it was opened; prove it is our child
         # (an unreaped one) and not a stranger that was given a reused pid.
-        verify_child(child)
+        try:
+            verify_child(child)
+        except ChildLostError:
+            _forget(child)  # the fd may name that stranger: never keep it for signals
+            raise
     return fd
 
 
@@ -157,6 +161,10 @@ def release(child: subprocess.Popen[Any]) -> None:
     """Close the kept pidfd once the child is reaped (it can name nothing more)."""
     if child.returncode is None:
         return
+    _forget(child)
+
+
+def _forget(child: subprocess.Popen[Any]) -> None:
     with _lock:
         _pidfds.pop(child, None)
         finalizer = _finalizers.pop(child, None)
