@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ._backends import open_waiter
 from ._cancel import probe
-from ._child import release, verify_child
+from ._child import ChildHandle, release, verify_child
 from ._options import WaitOptions, WaitOutcome
 from ._signals import interrupt_group, kill_group
 from ._wait import Observer, run_wait
@@ -117,7 +117,7 @@ def check_arguments(options: object, **callables: object) -> None:
 
 
 def signal_hooks(
-    child: subprocess.Popen[Any],
+    child: ChildHandle,
     handle: _Handle,
     soft_interrupt: Callable[[_Handle], None] | None,
     hard_kill: Callable[[_Handle], None] | None,
@@ -125,7 +125,7 @@ def signal_hooks(
     """The soft-interrupt and hard-kill hooks of one wait.
 
     Args:
-        child: the Popen that the default signals go to.
+        child: the child that the default signals go to.
         handle: what the caller's callbacks receive (the child itself, or the
             asyncio Process that wraps it).
         soft_interrupt: the caller's soft interrupt; None for interrupt_group.
