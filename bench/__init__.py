@@ -1,0 +1,1 @@
+"""statewait benchmarks: `python -m bench.scale` (many children at once)."""
