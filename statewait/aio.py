@@ -115,6 +115,8 @@ async def wait_for_child(
     loop = asyncio.get_running_loop()
     waiter = _LoopWaiter.open(loop, process, child, probe(options.cancellation).token)
     soft, hard = signal_hooks(child, process, soft_interrupt, hard_kill)
+    if isinstance(child, _AsyncioChild):
+        soft, hard = _reaped_is_gone(soft), _reaped_is_gone(hard)
     try:
         return await run_wait_async(
             options,
@@ -291,6 +293,18 @@ class _AsyncioChild:
     @property
     def returncode(self) -> int | None:
         return self._process.returncode
+
+
+def _reaped_is_gone(send: Callable[[], None]) -> Callable[[], None]:
+    """A signal hook for an asyncio child: asyncio's watcher may reap it at any
+    moment (in a thread, before the loop learns the status); without a kept
+    pidfd the signal would then find its pid lost. It is gone: nothing to send."""
+
+    def guarded() -> None:
+        with contextlib.suppress(ChildLostError):
+            send()
+
+    return guarded
 
 
 def _handle_of(process: object) -> ChildHandle:

@@ -610,3 +610,22 @@ def test_aio_run_checks_its_arguments_before_starting_anything(
 
     arun(main)
     assert zombie_children() == []
+
+
+def test_aio_asyncio_child_reaped_by_asyncio_before_its_signal_is_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No pidfd (EMFILE), and asyncio's watcher reaps the child between the
+    # exit and the loop learning of it: the timeout's signal finds no child.
+    monkeypatch.setattr(aio, "pidfd_of", lambda child: None)
+
+    def lost(child: object) -> None:
+        raise ChildLostError("pid 1 is not a child of this process any more")
+
+    async def main() -> None:
+        process = await asyncio.create_subprocess_exec("sleep", "0.3", **OWN_GROUP)
+        monkeypatch.setattr("statewait._real.interrupt_group", lost)
+        outcome = await aio.wait_for_child(process, WaitOptions(timeout=0.05))
+        assert (outcome.returncode, outcome.termination) == (0, TerminationReason.TIMEOUT)
+
+    arun(main)
