@@ -7,13 +7,14 @@
 #     (`next_slice`). It never blocks and never reads a clock itself, so the
 #     synchronous loop below, a supervisor thread multiplexing many children
 #     and an asyncio loop can all drive it.
-#   - `run_wait`: the synchronous loop. It is parameterised by a clock and an
-#     exit waiter; the real backends (statewait/_backends) and the simulator
-#     (sim/) plug theirs in. `run_wait_async` is the same loop with `await`
-#     for asyncio (statewait/aio.py); the supervisor (statewait/_supervisor.py)
-#     has no loop per wait and calls `Wait.step` from its event loop. What one
-#     turn of the loop does -- wake, keep the first exception and act on it at
-#     once, plan the next block -- lives in `Wait.step`, once.
+#   - the loop, `run_wait_async`, parameterised by a clock and an exit
+#     waiter. asyncio awaits it (statewait/aio.py); `run_wait` runs it to its
+#     end on a blocking waiter -- the real backends (statewait/_backends) and
+#     the simulator (sim/) plug theirs in. There is no other copy of this
+#     loop. The supervisor (statewait/_supervisor.py) has no loop per wait: it
+#     calls `Wait.step` from its event loop. What one turn does -- wake, keep
+#     the first exception and act on it at once, plan the next block -- lives
+#     in `Wait.step`, once.
 #
 # It does not own: the rules (the table in _machine.py), how an exit is
 # detected (_backends), what a signal is (_signals.py), or spawning (_run.py).
@@ -380,7 +381,11 @@ def run_wait(
     label: str = "child",
     machine: Machine = MACHINE,
 ) -> WaitOutcome:
-    """Wait for one child: the one synchronous wait loop.
+    """Wait for one child on this thread: the one wait loop, blocking.
+
+    This is `run_wait_async`'s loop, run to its end in one step: the waiter
+    blocks inside an `await` that never suspends, so there is one loop for
+    every front end, not a synchronous copy.
 
     Args:
         options: the validated WaitOptions.
@@ -401,27 +406,38 @@ def run_wait(
             re-raised only after the child was escalated and its exit observed
             (or the wait abandoned).
     """
-    wait = Wait(
+    loop = run_wait_async(
         options,
-        clock(),
+        clock,
+        _Blocking(waiter),
         soft_interrupt=soft_interrupt,
         hard_kill=hard_kill,
-        polls=waiter.polls,
         observer=observer,
         label=label,
         machine=machine,
     )
     try:
-        while not wait.done:
-            try:
-                exit_status = waiter.wait(wait.slice_ns, wait.wakes_on_cancel)
-                wait.polls_exit = waiter.polls
-                wait.step(clock(), exit_status)
-            except BaseException as exc:
-                wait.interrupted(exc)
-    finally:
-        wait.release()
-    return wait.result()
+        loop.send(None)
+    except StopIteration as finished:
+        outcome: WaitOutcome = finished.value
+        return outcome
+    loop.close()
+    raise AssertionError("unreachable: a blocking waiter never suspends the loop")
+
+
+class _Blocking:
+    """An ExitWaiter seen as an AsyncExitWaiter: `wait` blocks the thread and
+    never suspends, so run_wait_async runs to its end within one send()."""
+
+    def __init__(self, waiter: ExitWaiter) -> None:
+        self._waiter = waiter
+
+    @property
+    def polls(self) -> bool:
+        return self._waiter.polls
+
+    async def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
+        return self._waiter.wait(timeout_ns, wake_on_cancel)
 
 
 async def run_wait_async(
@@ -433,11 +449,13 @@ async def run_wait_async(
     hard_kill: Callable[[], None],
     observer: Observer | None = None,
     label: str = "child",
+    machine: Machine = MACHINE,
 ) -> WaitOutcome:
-    """`run_wait` for asyncio: the same loop, awaiting the waiter.
+    """THE wait loop: block for the slice the Wait asks for, step, repeat.
 
-    The two loops are kept line for line alike; every decision is in `Wait`.
-    A task cancellation arrives as CancelledError from the waiter and is an
+    Every decision is in `Wait`; the loop only waits and feeds it. asyncio
+    awaits it (statewait/aio.py); run_wait runs it on a blocking waiter. A
+    task cancellation arrives as CancelledError from the waiter and is an
     exception like any other: a cancellation in RUNNING, the hard kill at
     once in TERMINATING, re-raised once the child has exited (or the wait was
     abandoned).
@@ -450,14 +468,16 @@ async def run_wait_async(
         hard_kill: sends the hard kill.
         observer: receives each timeline event.
         label: names the child in log lines.
+        machine: the machine to drive; tests pass mutated ones.
 
     Returns:
         The WaitOutcome, once the exit was observed or the wait was abandoned.
 
     Raises:
         BaseException: the first exception raised while waiting
-            (CancelledError included), re-raised only after the child was
-            escalated and its exit observed (or the wait abandoned).
+            (CancelledError and KeyboardInterrupt included), re-raised only
+            after the child was escalated and its exit observed (or the wait
+            abandoned).
     """
     wait = Wait(
         options,
@@ -467,6 +487,7 @@ async def run_wait_async(
         polls=waiter.polls,
         observer=observer,
         label=label,
+        machine=machine,
     )
     try:
         while not wait.done:

@@ -1,4 +1,9 @@
-"""statewait.aio: the same waits inside an asyncio event loop, with real children."""
+"""statewait.aio with real children: asyncio Processes, task cancellation,
+fallbacks, many waits on one loop, and run().
+
+The semantics of one wait of a Popen, common to every front end, are in
+test_front_ends.py.
+"""
 
 from __future__ import annotations
 
@@ -77,7 +82,7 @@ async def finish_process(process: asyncio.subprocess.Process) -> None:
     await process.wait()
 
 
-# -- wait_for_child: a Popen or an asyncio Process, the semantics of wait_for_child
+# -- wait_for_child of an asyncio Process (a Popen: see test_front_ends.py)
 
 
 @pytest.mark.parametrize(
@@ -88,17 +93,12 @@ async def finish_process(process: asyncio.subprocess.Process) -> None:
         ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
     ],
 )
-@pytest.mark.parametrize("kind", ["popen", "asyncio"])
-def test_aio_wait_for_child_child_that_exits_by_itself_gets_no_signal(
-    kind: str, body: str, returncode: int
+def test_aio_asyncio_process_that_exits_by_itself_gets_no_signal(
+    body: str, returncode: int
 ) -> None:
     async def main() -> None:
         events: list[WaitEvent] = []
-        process: Any
-        if kind == "popen":
-            process = spawn(child_script(body))
-        else:
-            process = await asyncio.create_subprocess_exec(*child_script(body), **OWN_GROUP)
+        process = await asyncio.create_subprocess_exec(*child_script(body), **OWN_GROUP)
         outcome = await aio.wait_for_child(process, WaitOptions(timeout=30), observer=events.append)
         assert (outcome.returncode, outcome.termination) == (returncode, None)
         assert (outcome.interrupted_at, outcome.killed_at) == (None, None)
@@ -108,38 +108,14 @@ def test_aio_wait_for_child_child_that_exits_by_itself_gets_no_signal(
     arun(main)
 
 
-def test_aio_wait_for_child_child_that_traps_SIGINT_ends_with_its_own_status() -> None:
-    async def main() -> None:
-        child = start_ready(TRAPS_SIGINT_EXITS_42_AFTER_100MS)
-        outcome = await aio.wait_for_child(child, WaitOptions(timeout=0.2, interrupt_grace=20))
-        close_pipes(child)
-        assert (outcome.returncode, outcome.termination) == (42, TerminationReason.TIMEOUT)
-        assert outcome.interrupted_at is not None
-        assert outcome.interrupted_at > 0.2
-        assert outcome.elapsed - outcome.interrupted_at >= 0.1
-
-    arun(main)
-
-
-@pytest.mark.parametrize("kind", ["popen", "asyncio"])
-def test_aio_wait_for_child_child_that_ignores_SIGINT_is_killed_once_after_the_grace(
-    kind: str,
-) -> None:
+def test_aio_asyncio_process_that_ignores_SIGINT_is_killed_once_after_the_grace() -> None:
     async def main() -> None:
         events: list[WaitEvent] = []
-        process: Any
-        process = (
-            start_ready(IGNORES_SIGINT)
-            if kind == "popen"
-            else await start_ready_process(IGNORES_SIGINT)
-        )
+        process = await start_ready_process(IGNORES_SIGINT)
         outcome = await aio.wait_for_child(
             process, WaitOptions(timeout=0.1, interrupt_grace=0.3), observer=events.append
         )
-        if kind == "popen":
-            close_pipes(process)
-        else:
-            await finish_process(process)
+        await finish_process(process)
         assert (outcome.returncode, outcome.termination) == (
             -signal.SIGKILL,
             TerminationReason.TIMEOUT,
@@ -152,25 +128,17 @@ def test_aio_wait_for_child_child_that_ignores_SIGINT_is_killed_once_after_the_g
     arun(main)
 
 
-@pytest.mark.parametrize("kind", ["popen", "asyncio"])
-def test_aio_wait_for_child_interrupts_the_whole_group_grandchild_included(
-    kind: str, subreaper: Subreaper
+def test_aio_asyncio_process_interrupts_the_whole_group_grandchild_included(
+    subreaper: Subreaper,
 ) -> None:
     async def main() -> int:
-        process: Any
-        if kind == "popen":
-            process = start_ready(HAS_A_GRANDCHILD)
-            grandchild = int(process.first_line)
-        else:
-            process = await asyncio.create_subprocess_exec(
-                *HAS_A_GRANDCHILD, stdout=asyncio.subprocess.PIPE, **OWN_GROUP
-            )
-            grandchild = int(await process.stdout.readline())
+        process = await asyncio.create_subprocess_exec(
+            *HAS_A_GRANDCHILD, stdout=asyncio.subprocess.PIPE, **OWN_GROUP
+        )
+        assert process.stdout is not None
+        grandchild = int(await process.stdout.readline())
         outcome = await aio.wait_for_child(process, WaitOptions(timeout=0.1, interrupt_grace=10))
-        if kind == "popen":
-            close_pipes(process)
-        else:
-            await finish_process(process)
+        await finish_process(process)
         assert (outcome.returncode, outcome.termination) == (
             -signal.SIGINT,
             TerminationReason.TIMEOUT,
@@ -180,37 +148,6 @@ def test_aio_wait_for_child_interrupts_the_whole_group_grandchild_included(
     grandchild = arun(main)
     status = subreaper.wait_for(grandchild)
     assert os.WTERMSIG(status) == signal.SIGINT
-
-
-@pytest.mark.parametrize("kind", ["token", "event", "callable"])
-def test_aio_wait_for_child_cancellation_interrupts_with_CANCELLED(kind: str) -> None:
-    async def main() -> None:
-        child = start_ready(DIES_ON_SIGINT)
-        cancellation: Any
-        if kind == "token":
-            cancellation = CancelToken()
-            fire = cancellation.cancel
-        elif kind == "event":
-            cancellation = threading.Event()
-            fire = cancellation.set
-        else:
-            flag = threading.Event()
-            cancellation, fire = flag.is_set, flag.set
-        timer = threading.Timer(0.2, fire)  # from another thread, as in real use
-        timer.start()
-        outcome = await aio.wait_for_child(
-            child, WaitOptions(timeout=30, cancellation=cancellation, poll_interval=0.02)
-        )
-        timer.join()
-        close_pipes(child)
-        assert (outcome.returncode, outcome.termination) == (
-            -signal.SIGINT,
-            TerminationReason.CANCELLED,
-        )
-        assert outcome.interrupted_at is not None
-        assert 0.15 < outcome.interrupted_at < 10
-
-    arun(main)
 
 
 def test_aio_wait_for_child_token_wakes_at_once_not_by_polling() -> None:
@@ -305,23 +242,6 @@ def test_aio_wait_for_timeout_around_the_wait_reaps_before_raising() -> None:
     arun(main)
 
 
-def test_aio_callback_that_raises_is_escalated_and_reraised() -> None:
-    async def main() -> None:
-        child = start_ready(DIES_ON_SIGINT)
-
-        def broken(c: subprocess.Popen[Any]) -> None:
-            raise RuntimeError("soft interrupt failed")
-
-        with pytest.raises(RuntimeError, match="soft interrupt failed"):
-            await aio.wait_for_child(
-                child, WaitOptions(timeout=0.1, interrupt_grace=30), soft_interrupt=broken
-            )
-        close_pipes(child)
-        assert child.returncode == -signal.SIGKILL
-
-    arun(main)
-
-
 def test_aio_callbacks_receive_the_process_they_were_given() -> None:
     async def main() -> None:
         process = await start_ready_process(IGNORES_SIGINT)
@@ -340,27 +260,6 @@ def test_aio_callbacks_receive_the_process_they_were_given() -> None:
 
 
 # -- arguments
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"options": 5}, TypeError, r"options must be a WaitOptions, got int"),
-        ({"soft_interrupt": "x"}, TypeError, r"soft_interrupt must be callable"),
-        ({"hard_kill": 1}, TypeError, r"hard_kill must be callable"),
-        ({"observer": []}, TypeError, r"observer must be callable"),
-    ],
-)
-def test_aio_wait_for_child_checks_its_arguments_before_anything(
-    kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
-    async def main() -> None:
-        child = spawn(child_script("import time; time.sleep(0.2)"))
-        with pytest.raises(error, match=match):
-            await aio.wait_for_child(child, **kwargs)
-        assert (await aio.wait_for_child(child)).returncode == 0
-
-    arun(main)
 
 
 def test_aio_wait_for_child_refuses_other_types_and_a_lost_child() -> None:

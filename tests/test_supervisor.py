@@ -1,4 +1,10 @@
-"""Supervisor: many real children on one thread, with wait_for_child's semantics."""
+"""Supervisor: many real children on one thread.
+
+The semantics of each child's wait (the same as wait_for_child's) are tested
+for every front end in test_front_ends.py; this module tests what only the
+Supervisor does: Futures and cancelling them, cancel_all, close, failures
+that stay with their child, fallbacks, threads, descriptors and scale.
+"""
 
 from __future__ import annotations
 
@@ -31,10 +37,8 @@ from statewait import (
 
 from .conftest import (
     DIES_ON_SIGINT,
-    HAS_A_GRANDCHILD,
     IGNORES_SIGINT,
     TRAPS_SIGINT_EXITS_42_AFTER_100MS,
-    Subreaper,
     child_script,
     close_pipes,
     open_fds,
@@ -64,96 +68,8 @@ def outcome_of(future: concurrent.futures.Future[WaitOutcome]) -> WaitOutcome:
     return future.result(RESULT_TIMEOUT)
 
 
-# -- one child: the same semantics as wait_for_child
-
-
-@pytest.mark.parametrize(
-    ("body", "returncode"),
-    [
-        ("pass", 0),
-        ("import sys; sys.exit(3)", 3),
-        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
-    ],
-)
-def test_Supervisor_child_that_exits_by_itself_gets_no_signal(
-    sup: Supervisor, body: str, returncode: int
-) -> None:
-    child = spawn(child_script(body))
-    events: list[WaitEvent] = []
-    outcome = outcome_of(sup.watch(child, WaitOptions(timeout=30), observer=events.append))
-    assert (outcome.returncode, outcome.termination) == (returncode, None)
-    assert (outcome.interrupted_at, outcome.killed_at, outcome.abandoned) == (None, None, False)
-    assert child.returncode == returncode
-    assert kinds(events) == ["exit"]
-
-
-def test_Supervisor_child_that_traps_SIGINT_ends_with_its_own_status(sup: Supervisor) -> None:
-    child = start_ready(TRAPS_SIGINT_EXITS_42_AFTER_100MS)
-    outcome = outcome_of(sup.watch(child, WaitOptions(timeout=0.2, interrupt_grace=20)))
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (42, TerminationReason.TIMEOUT)
-    assert outcome.killed_at is None
-    assert outcome.interrupted_at is not None
-    assert outcome.interrupted_at > 0.2
-    assert outcome.elapsed - outcome.interrupted_at >= 0.1
-
-
-def test_Supervisor_child_that_ignores_SIGINT_is_killed_once_after_the_grace(
-    sup: Supervisor,
-) -> None:
-    child = start_ready(IGNORES_SIGINT)
-    events: list[WaitEvent] = []
-    future = sup.watch(child, WaitOptions(timeout=0.1, interrupt_grace=0.3), observer=events.append)
-    outcome = outcome_of(future)
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (-signal.SIGKILL, TerminationReason.TIMEOUT)
-    assert outcome.interrupted_at is not None
-    assert outcome.killed_at is not None
-    assert outcome.interrupted_at > 0.1
-    assert outcome.killed_at - outcome.interrupted_at > 0.3
-    assert kinds(events) == ["soft_interrupt", "hard_kill", "exit"]
-
-
-def test_Supervisor_interrupts_the_whole_group_grandchild_included(
-    sup: Supervisor, subreaper: Subreaper
-) -> None:
-    child = start_ready(HAS_A_GRANDCHILD)
-    grandchild = int(child.first_line)  # type: ignore[attr-defined]
-    assert os.getpgid(grandchild) == child.pid
-    outcome = outcome_of(sup.watch(child, WaitOptions(timeout=0.1, interrupt_grace=10)))
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (-signal.SIGINT, TerminationReason.TIMEOUT)
-    status = subreaper.wait_for(grandchild)
-    assert os.WIFSIGNALED(status)
-    assert os.WTERMSIG(status) == signal.SIGINT
-
-
-@pytest.mark.parametrize("kind", ["token", "event", "callable"])
-def test_Supervisor_cancellation_interrupts_with_CANCELLED(sup: Supervisor, kind: str) -> None:
-    child = start_ready(DIES_ON_SIGINT)
-    cancellation: Any
-    if kind == "token":
-        cancellation = CancelToken()
-        fire = cancellation.cancel
-    elif kind == "event":
-        cancellation = threading.Event()
-        fire = cancellation.set
-    else:
-        flag = threading.Event()
-        cancellation, fire = flag.is_set, flag.set
-    timer = threading.Timer(0.2, fire)
-    timer.start()
-    outcome = outcome_of(
-        sup.watch(child, WaitOptions(timeout=30, cancellation=cancellation, poll_interval=0.02))
-    )
-    timer.join()
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (
-        -signal.SIGINT,
-        TerminationReason.CANCELLED,
-    )
-    assert outcome.interrupted_at is not None
-    assert 0.15 < outcome.interrupted_at < 10
+# -- the semantics of one wait are in test_front_ends.py; here, what only the
+# Supervisor does
 
 
 def test_Supervisor_one_token_wakes_every_wait_that_shares_it_at_once() -> None:
@@ -175,53 +91,6 @@ def test_Supervisor_one_token_wakes_every_wait_that_shares_it_at_once() -> None:
         # Woken by the token itself (an unbounded slice), not by a poll tick.
         wakeups = [e for e in timeline if e.kind == "wakeup"]
         assert wakeups[0].detail is None
-
-
-def test_Supervisor_already_cancelled_token_interrupts_at_the_first_look(
-    sup: Supervisor,
-) -> None:
-    token = CancelToken()
-    token.cancel()
-    child = start_ready(DIES_ON_SIGINT)
-    events: list[WaitEvent] = []
-    outcome = outcome_of(sup.watch(child, WaitOptions(cancellation=token), observer=events.append))
-    close_pipes(child)
-    assert outcome.termination is TerminationReason.CANCELLED
-    assert [e.kind for e in events][:2] == ["start", "soft_interrupt"]
-
-
-@pytest.mark.parametrize("reaped_by_popen", [False, True])
-def test_Supervisor_child_that_exited_before_the_watch_completes_at_once(
-    sup: Supervisor, reaped_by_popen: bool
-) -> None:
-    child = spawn(child_script("import sys; sys.exit(7)"))
-    if reaped_by_popen:
-        child.wait()
-    else:
-        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # a zombie, not reaped
-    events: list[WaitEvent] = []
-    outcome = outcome_of(sup.watch(child, WaitOptions(timeout=0), observer=events.append))
-    assert (outcome.returncode, outcome.termination) == (7, None)
-    assert [e.kind for e in events] == ["start", "exit"]
-
-
-def test_Supervisor_abandons_a_child_that_outlives_the_kill_and_can_watch_it_again(
-    sup: Supervisor,
-) -> None:
-    child = start_ready(IGNORES_SIGINT)
-    outcome = outcome_of(
-        sup.watch(
-            child,
-            WaitOptions(timeout=0, interrupt_grace=0, abandon_after=0.2),
-            hard_kill=lambda c: None,  # a kill that never lands
-        )
-    )
-    assert (outcome.abandoned, outcome.returncode, child.returncode) == (True, None, None)
-    assert outcome.killed_at is not None
-    assert outcome.elapsed - outcome.killed_at > 0.2
-    again = outcome_of(sup.watch(child, WaitOptions(timeout=0, interrupt_grace=0)))
-    close_pipes(child)
-    assert again.returncode == -signal.SIGKILL
 
 
 # -- cancelling from outside: future.cancel(), cancel_all(), close()
@@ -394,19 +263,6 @@ def test_Supervisor_soft_interrupt_that_raises_fails_only_its_own_child(sup: Sup
     assert [outcome_of(f).returncode for f in futures] == [0, 0, 0]
 
 
-def test_Supervisor_hard_kill_that_raises_falls_back_to_kill_group(sup: Supervisor) -> None:
-    child = start_ready(IGNORES_SIGINT)
-
-    def broken(c: subprocess.Popen[Any]) -> None:
-        raise OSError("custom kill failed")
-
-    future = sup.watch(child, WaitOptions(timeout=0, interrupt_grace=0), hard_kill=broken)
-    with pytest.raises(OSError, match="custom kill failed"):
-        future.result(RESULT_TIMEOUT)
-    close_pipes(child)
-    assert child.returncode == -signal.SIGKILL
-
-
 def test_Supervisor_observer_or_done_callback_that_raises_disturbs_nobody(
     sup: Supervisor,
 ) -> None:
@@ -427,7 +283,7 @@ def test_Supervisor_observer_or_done_callback_that_raises_disturbs_nobody(
     assert outcome_of(sup.watch(spawn(["true"]))).returncode == 0  # the thread lives on
 
 
-def test_Supervisor_custom_callbacks_receive_the_child(sup: Supervisor) -> None:
+def test_Supervisor_callbacks_run_on_the_supervisor_thread(sup: Supervisor) -> None:
     child = start_ready(IGNORES_SIGINT)
     calls: list[tuple[str, int, str]] = []
 
@@ -449,26 +305,6 @@ def test_Supervisor_custom_callbacks_receive_the_child(sup: Supervisor) -> None:
 
 
 # -- arguments
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"options": 5}, TypeError, r"options must be a WaitOptions, got int"),
-        ({"soft_interrupt": "x"}, TypeError, r"soft_interrupt must be callable"),
-        ({"hard_kill": 1}, TypeError, r"hard_kill must be callable"),
-        ({"observer": []}, TypeError, r"observer must be callable"),
-    ],
-)
-def test_Supervisor_watch_checks_its_arguments_before_anything_starts(
-    kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
-    child = spawn(child_script("import time; time.sleep(0.2)"))
-    with Supervisor() as sup:
-        with pytest.raises(error, match=match):
-            sup.watch(child, **kwargs)
-        assert sup.watching == 0
-        assert outcome_of(sup.watch(child)).returncode == 0  # untouched by the failed call
 
 
 def test_Supervisor_watch_refuses_a_non_Popen_a_watched_child_and_a_lost_one() -> None:
