@@ -363,8 +363,12 @@ class _LoopWaiter:
                 return popen.wait()  # a zombie once the exit is known: returns at once
 
             waiter = cls(loop, token, popen.poll, reap)
-            if popen.returncode is None and not waiter._watch_pidfd(popen):
-                waiter._watch_helper(popen)
+            try:
+                if popen.returncode is None and not waiter._watch_pidfd(popen):
+                    waiter._watch_helper(popen)
+            except BaseException:
+                waiter.close()  # ChildLostError: let go of the token before raising
+                raise
             return waiter
         waiter = cls(loop, token, lambda: process.returncode, process.wait)
         # asyncio reaps this child, maybe already: a pidfd that cannot be
