@@ -3,7 +3,14 @@ cancellation, a soft interrupt to its process group, a grace period and a
 hard kill sent at most once -- one table-driven state machine, event-driven
 exit detection.
 
-The public names are listed in `__all__`; every other module is private.
+`wait_for_child` waits for one child on the calling thread; `Supervisor`
+waits for many children on one background thread; the submodule
+`statewait.aio` waits inside an asyncio event loop (`await
+statewait.aio.wait_for_child(...)`, `await statewait.aio.run(...)`). All of
+them drive the same state machine.
+
+The public names are listed in `__all__`; every other module is private,
+except the public submodule `statewait.aio`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from ._machine import WaitState
 from ._options import TerminationReason, WaitOptions, WaitOutcome
 from ._real import wait_for_child
 from ._signals import interrupt_group, kill_group, signal_group
+from ._supervisor import Supervisor
 from ._wait import WaitEvent
 
 __version__ = "0.1.0"
@@ -35,6 +43,7 @@ __all__ = [
     "ProcessCancelled",
     "ProcessTimedOut",
     "StatewaitError",
+    "Supervisor",
     "TerminationReason",
     "UnsafeSignalError",
     "WaitEvent",

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from ._options import Cancellation
 
-__all__ = ["CancelProbe", "CancelToken", "probe"]
+__all__ = ["CancelProbe", "CancelToken", "WakeupFd", "probe"]
 
 
 class CancelToken:
@@ -132,6 +132,44 @@ class CancelToken:
         # A token dropped without close() must not leak its descriptor.
         if getattr(self, "_read_fd", None) is not None:
             self.close()
+
+
+class WakeupFd:
+    """A descriptor that any thread can make readable, to wake a selector.
+
+    An eventfd on Linux, a non-blocking self-pipe elsewhere. Unlike a token's
+    descriptor it is drained after each wakeup: it wakes a loop that has more
+    than one thing to do (the Supervisor's).
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = _new_wakeup_fds()
+
+    def fileno(self) -> int:
+        """The descriptor to watch for reading."""
+        return self._read_fd
+
+    def signal(self) -> None:
+        """Make the descriptor readable (from any thread)."""
+        # A full pipe is readable already: nothing is lost.
+        with contextlib.suppress(BlockingIOError):
+            _signal_fd(self._write_fd)
+
+    def drain(self) -> None:
+        """Make it unreadable again, until the next signal()."""
+        try:
+            if self._read_fd == self._write_fd:
+                os.eventfd_read(self._read_fd)
+            else:
+                while os.read(self._read_fd, 4096):
+                    pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Close the descriptor(s)."""
+        for fd in {self._read_fd, self._write_fd}:
+            os.close(fd)
 
 
 def _new_wakeup_fds() -> tuple[int, int]:

@@ -9,7 +9,9 @@
 # with ESRCH once the child is gone, never reaching the stranger.
 #
 # This module owns the record and the checks. It does not signal
-# (_signals.py) and does not wait (_backends/). Reaping stays Popen's job.
+# (_signals.py) and does not wait (_backends/). Reaping stays Popen's job --
+# or asyncio's, for an asyncio Process: the record and the checks need only a
+# ChildHandle (a pid, and a returncode once its owner reaped it).
 
 from __future__ import annotations
 
@@ -21,22 +23,40 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from ._errors import ChildLostError
 
-__all__ = ["ChildLostError", "pidfd_of", "release", "spawn", "verify_child"]
+__all__ = ["ChildHandle", "ChildLostError", "pidfd_of", "release", "spawn", "verify_child"]
 
 logger = logging.getLogger("statewait")
 
 #: pidfd_open and P_PIDFD exist on Linux >= 5.3 (and Python >= 3.9).
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 
+
+class ChildHandle(Protocol):
+    """What statewait needs of a child to signal it safely.
+
+    A subprocess.Popen is one; statewait.aio wraps an asyncio Process in one.
+    """
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        ...
+
+    @property
+    def returncode(self) -> int | None:
+        """Its status once its owner (Popen, asyncio) reaped it; None before."""
+        ...
+
+
 _lock = threading.Lock()
 # child -> its pidfd. Weak keys: a Popen that is dropped closes its pidfd
 # through the finalizer registered beside it.
-_pidfds: weakref.WeakKeyDictionary[subprocess.Popen[Any], int] = weakref.WeakKeyDictionary()
-_finalizers: weakref.WeakKeyDictionary[subprocess.Popen[Any], weakref.finalize[Any, Any]] = (
+_pidfds: weakref.WeakKeyDictionary[ChildHandle, int] = weakref.WeakKeyDictionary()
+_finalizers: weakref.WeakKeyDictionary[ChildHandle, weakref.finalize[Any, Any]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -77,7 +97,7 @@ def spawn(args: Any, **popen_kwargs: Any) -> subprocess.Popen[Any]:
     return child
 
 
-def _adopt(child: subprocess.Popen[Any]) -> int | None:
+def _adopt(child: ChildHandle) -> int | None:
     """Open and keep the child's pidfd; None where the kernel has none.
 
     Raises:
@@ -100,7 +120,7 @@ def _adopt(child: subprocess.Popen[Any]) -> int | None:
     return fd
 
 
-def pidfd_of(child: subprocess.Popen[Any]) -> int | None:
+def pidfd_of(child: ChildHandle) -> int | None:
     """The child's pidfd, opened now if spawn() did not keep one.
 
     Returns None when pidfds are unavailable or the child was reaped by Popen.
@@ -122,11 +142,15 @@ def pidfd_of(child: subprocess.Popen[Any]) -> int | None:
     if fd is not None:
         # The pid named *a* process when it was opened; prove it is our child
         # (an unreaped one) and not a stranger that was given a reused pid.
-        verify_child(child)
+        try:
+            verify_child(child)
+        except ChildLostError:
+            _forget(child)  # the fd may name that stranger: never keep it for signals
+            raise
     return fd
 
 
-def verify_child(child: subprocess.Popen[Any]) -> None:
+def verify_child(child: ChildHandle) -> None:
     """Check that the Popen still stands for a child of ours, not yet reaped.
 
     Raises:
@@ -145,7 +169,7 @@ def verify_child(child: subprocess.Popen[Any]) -> None:
         _raise_lost(child)
 
 
-def _raise_lost(child: subprocess.Popen[Any]) -> NoReturn:
+def _raise_lost(child: ChildHandle) -> NoReturn:
     raise ChildLostError(
         f"pid {child.pid} is not a child of this process any more: it was reaped outside "
         "its Popen (os.wait/os.waitpid, a SIGCHLD handler, or SIGCHLD ignored), so its "
@@ -153,10 +177,14 @@ def _raise_lost(child: subprocess.Popen[Any]) -> NoReturn:
     )
 
 
-def release(child: subprocess.Popen[Any]) -> None:
+def release(child: ChildHandle) -> None:
     """Close the kept pidfd once the child is reaped (it can name nothing more)."""
     if child.returncode is None:
         return
+    _forget(child)
+
+
+def _forget(child: ChildHandle) -> None:
     with _lock:
         _pidfds.pop(child, None)
         finalizer = _finalizers.pop(child, None)

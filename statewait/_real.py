@@ -1,25 +1,30 @@
 # wait_for_child: the one wait loop (_wait.run_wait) on the real monotonic
 # clock, with a real exit waiter (_backends) and the default signals
 # (_signals). This module only assembles them and checks the caller's input.
+# The checks and the signal hooks are shared with the other real front ends
+# (the Supervisor and statewait.aio), so that every real wait refuses the same
+# input and signals the same way.
 
 from __future__ import annotations
 
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ._backends import open_waiter
 from ._cancel import probe
-from ._child import release, verify_child
+from ._child import ChildHandle, release, verify_child
 from ._options import WaitOptions, WaitOutcome
 from ._signals import interrupt_group, kill_group
 from ._wait import Observer, run_wait
 
-__all__ = ["SignalCallback", "wait_for_child"]
+__all__ = ["SignalCallback", "check_arguments", "signal_hooks", "wait_for_child"]
 
 #: A soft-interrupt or hard-kill callback: receives the child's Popen.
 SignalCallback = Callable[[subprocess.Popen[Any]], None]
+
+_Handle = TypeVar("_Handle")
 
 _DEFAULT_OPTIONS = WaitOptions()
 
@@ -78,39 +83,74 @@ def wait_for_child(
     """
     if not isinstance(child, subprocess.Popen):
         raise TypeError(f"child must be a subprocess.Popen, got {type(child).__name__}")
-    if not isinstance(options, WaitOptions):
-        raise TypeError(f"options must be a WaitOptions, got {type(options).__name__}")
-    for name, value in (
-        ("soft_interrupt", soft_interrupt),
-        ("hard_kill", hard_kill),
-        ("observer", observer),
-    ):
-        if value is not None and not callable(value):
-            raise TypeError(f"{name} must be callable or None, got {value!r}")
+    check_arguments(options, soft_interrupt=soft_interrupt, hard_kill=hard_kill, observer=observer)
     verify_child(child)
     waiter = open_waiter(child, probe(options.cancellation).token, backend)
-    soft = interrupt_group if soft_interrupt is None else soft_interrupt
-
-    def send_hard_kill() -> None:
-        if hard_kill is None:
-            kill_group(child)
-            return
-        try:
-            hard_kill(child)
-        except BaseException:
-            kill_group(child)  # the child must not outlive a broken callback
-            raise
-
+    soft, hard = signal_hooks(child, child, soft_interrupt, hard_kill)
     try:
         return run_wait(
             options,
             time.monotonic_ns,
             waiter,
-            soft_interrupt=lambda: soft(child),
-            hard_kill=send_hard_kill,
+            soft_interrupt=soft,
+            hard_kill=hard,
             observer=observer,
             label=f"pid {child.pid}",
         )
     finally:
         waiter.close()
         release(child)
+
+
+def check_arguments(options: object, **callables: object) -> None:
+    """Refuse bad options or callbacks before anything is started or signalled.
+
+    Raises:
+        TypeError: options is not a WaitOptions, or a callback is neither
+            callable nor None.
+    """
+    if not isinstance(options, WaitOptions):
+        raise TypeError(f"options must be a WaitOptions, got {type(options).__name__}")
+    for name, value in callables.items():
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable or None, got {value!r}")
+
+
+def signal_hooks(
+    child: ChildHandle,
+    handle: _Handle,
+    soft_interrupt: Callable[[_Handle], None] | None,
+    hard_kill: Callable[[_Handle], None] | None,
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The soft-interrupt and hard-kill hooks of one wait.
+
+    Args:
+        child: the child that the default signals go to.
+        handle: what the caller's callbacks receive (the child itself, or the
+            asyncio Process that wraps it).
+        soft_interrupt: the caller's soft interrupt; None for interrupt_group.
+        hard_kill: the caller's hard kill; None for kill_group. If it raises,
+            kill_group is sent before the exception goes on: the child must
+            not outlive a broken callback.
+
+    Returns:
+        (soft_interrupt, hard_kill) as the zero-argument hooks a Wait calls.
+    """
+
+    def soft() -> None:
+        if soft_interrupt is None:
+            interrupt_group(child)
+        else:
+            soft_interrupt(handle)
+
+    def hard() -> None:
+        if hard_kill is None:
+            kill_group(child)
+            return
+        try:
+            hard_kill(handle)
+        except BaseException:
+            kill_group(child)
+            raise
+
+    return soft, hard

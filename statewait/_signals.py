@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-from typing import Any
 
-from ._child import pidfd_of, verify_child
+from ._child import ChildHandle, pidfd_of, verify_child
 from ._errors import UnsafeSignalError
 
 __all__ = ["UnsafeSignalError", "interrupt_group", "kill_group", "signal_group"]
 
 
-def signal_group(child: subprocess.Popen[Any], sig: int) -> None:
+def signal_group(child: ChildHandle, sig: int) -> None:
     """Send `sig` to the child's process group, or to the child alone.
 
     The group is signalled when the child leads it (as children started by
@@ -34,7 +32,8 @@ def signal_group(child: subprocess.Popen[Any], sig: int) -> None:
     reaped the child, or when the child is already gone.
 
     Args:
-        child: the Popen of a child of this process.
+        child: the Popen of a child of this process (or another ChildHandle:
+            statewait.aio passes one for an asyncio Process).
         sig: the signal number (signal.SIGTERM, say).
 
     Raises:
@@ -86,11 +85,11 @@ def check_group(pgid: int) -> None:
         )
 
 
-def interrupt_group(child: subprocess.Popen[Any]) -> None:
+def interrupt_group(child: ChildHandle) -> None:
     """The default soft interrupt: SIGINT to the child's group (see signal_group)."""
     signal_group(child, signal.SIGINT)
 
 
-def kill_group(child: subprocess.Popen[Any]) -> None:
+def kill_group(child: ChildHandle) -> None:
     """The default hard kill: SIGKILL to the child's group (see signal_group)."""
     signal_group(child, signal.SIGKILL)

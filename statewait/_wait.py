@@ -7,9 +7,14 @@
 #     (`next_slice`). It never blocks and never reads a clock itself, so the
 #     synchronous loop below, a supervisor thread multiplexing many children
 #     and an asyncio loop can all drive it.
-#   - `run_wait`: the synchronous loop. It is parameterised by a clock and an
-#     exit waiter; the real backends (statewait/_backends) and the simulator
-#     (sim/) plug theirs in. There is no other copy of this loop.
+#   - the loop, `run_wait_async`, parameterised by a clock and an exit
+#     waiter. asyncio awaits it (statewait/aio.py); `run_wait` runs it to its
+#     end on a blocking waiter -- the real backends (statewait/_backends) and
+#     the simulator (sim/) plug theirs in. There is no other copy of this
+#     loop. The supervisor (statewait/_supervisor.py) has no loop per wait: it
+#     calls `Wait.step` from its event loop. What one turn does -- wake, keep
+#     the first exception and act on it at once, plan the next block -- lives
+#     in `Wait.step`, once.
 #
 # It does not own: the rules (the table in _machine.py), how an exit is
 # detected (_backends), what a signal is (_signals.py), or spawning (_run.py).
@@ -23,7 +28,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal, NamedTuple, Protocol
 
 from transitions import Machine
@@ -34,6 +39,7 @@ from ._options import TerminationReason, WaitOptions, WaitOutcome, to_ns
 
 __all__ = [
     "MIN_SLICE_NS",
+    "AsyncExitWaiter",
     "Clock",
     "EventKind",
     "ExitWaiter",
@@ -41,6 +47,7 @@ __all__ = [
     "Wait",
     "WaitEvent",
     "run_wait",
+    "run_wait_async",
 ]
 
 logger = logging.getLogger("statewait")
@@ -112,8 +119,27 @@ class ExitWaiter(Protocol):
         ...
 
 
+class AsyncExitWaiter(Protocol):
+    """ExitWaiter for an asyncio loop: `wait` is a coroutine, same contract."""
+
+    @property
+    def polls(self) -> bool:
+        """As ExitWaiter.polls."""
+        ...
+
+    def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> Awaitable[int | None]:
+        """As ExitWaiter.wait, without blocking the loop."""
+        ...
+
+
 class Wait(WaitModel):
     """The driver of one wait: feeds the machine, signals, records, slices.
+
+    A front end drives it like this: block for at most `slice_ns` (0: only
+    look; None: until the exit, or the token when `wakes_on_cancel`), then
+    call `step` with the clock and the exit status; repeat until `done`; an
+    exception raised while blocking goes to `interrupted`. `result()` then
+    returns the outcome or re-raises the first exception.
 
     Args:
         options: the validated WaitOptions.
@@ -156,14 +182,22 @@ class Wait(WaitModel):
         self.polls_exit = polls
         self._cancel_polled = cancel.polled
         self._wakes_on_token = cancel.token is not None
-        self._slice: int | None = None
+        # The planned block: the first look does not sleep (the child may be
+        # gone already); 0 again after an exception, to act on it at once.
+        self._slice: int | None = 0
         self._pending_exception: BaseException | None = None
+        self._stop_pending = False
+        #: The first exception raised while waiting; `result()` re-raises it.
+        self.failure: BaseException | None = None
         #: How many times a slice ended (the initial look is not a wakeup).
         self.wakeups = 0
         self._machine = machine
         machine.add_model(self, initial=RUNNING)
         self._attached = True
-        self._emit("start", None)
+        try:
+            self._emit("start", None)
+        except BaseException as exc:
+            self.interrupted(exc)  # an observer that fails at once: escalate like any failure
 
     # -- what the front ends call
     @property
@@ -175,6 +209,39 @@ class Wait(WaitModel):
     def wakes_on_cancel(self) -> bool:
         """The waiter should return when the CancelToken fires (only in RUNNING)."""
         return self._wakes_on_token and self.state is RUNNING
+
+    @property
+    def slice_ns(self) -> int | None:
+        """How long the driver may block before the next `step` (ns).
+
+        0: only look (the start, or an exception to act on at once); None: no
+        limit (until the exit, or the token when `wakes_on_cancel`).
+        """
+        return self._slice
+
+    @property
+    def deadline_ns(self) -> int | None:
+        """`slice_ns` as an instant on the clock, for drivers that keep timers."""
+        return None if self._slice is None else self.now + self._slice
+
+    def step(self, now: int, exit_status: int | None) -> None:
+        """One turn of the loop, after a block of `slice_ns` ended.
+
+        Evaluates the table at `now` and plans the next block. An exception
+        raised by a hook or the observer is kept (see `failure`) and acted on
+        at once (`slice_ns` becomes 0), exactly as if it had been raised while
+        blocking.
+
+        Args:
+            now: the clock's reading (ns).
+            exit_status: the child's returncode if its exit is observable.
+        """
+        try:
+            self.wake(now, exit_status, woke=self._slice != 0)
+            if not self.done:
+                self._slice = self.next_slice()
+        except BaseException as exc:
+            self.interrupted(exc)
 
     def wake(self, now: int, exit_status: int | None, *, woke: bool = True) -> None:
         """Evaluate the table at `now`.
@@ -191,22 +258,49 @@ class Wait(WaitModel):
             self.wakeups += 1
             self._emit("wakeup", self._slice)
         exc, self._pending_exception = self._pending_exception, None
+        stop, self._stop_pending = self._stop_pending, False
         if exc is not None:
             self._emit("exception", exc)
-            if exit_status is None:
-                if self.state is RUNNING:
-                    self.stop_requested = True  # acts as a cancellation below
-                elif self.may_escalate():
-                    self.escalate()  # a second interrupt: skip the rest of the grace
+        if (exc is not None or stop) and exit_status is None:
+            if self.state is RUNNING:
+                self.stop_requested = True  # acts as a cancellation below
+            elif self.may_escalate():
+                self.escalate()  # a second interrupt: skip the rest of the grace
         self.wakeup()
 
     def interrupted(self, exc: BaseException) -> None:
         """An exception arrived while waiting; acted on at the next `wake`.
 
-        In RUNNING it requests a stop (a cancellation: soft interrupt, grace,
-        hard kill); in TERMINATING it escalates to the hard kill at once.
+        The first one is kept in `failure`. Unless the wait is over, it acts
+        like `stop()` at once: in RUNNING a cancellation (soft interrupt,
+        grace, hard kill), in TERMINATING the hard kill.
         """
-        self._pending_exception = exc
+        if self.failure is None:
+            self.failure = exc
+        if not self.done:
+            self._pending_exception = exc
+            self._slice = 0
+
+    def stop(self) -> None:
+        """The driver asks the wait to stop, with no exception; acted on at the next `wake`.
+
+        In RUNNING it is a cancellation (reason CANCELLED unless the timeout
+        is due at the same wakeup); in TERMINATING, a second request, it skips
+        the rest of the grace; elsewhere it does nothing. Used by the
+        Supervisor's cancel_all, close and Future.cancel.
+        """
+        self._stop_pending = True
+
+    def result(self) -> WaitOutcome:
+        """The outcome of a finished wait, or its first failure re-raised.
+
+        Raises:
+            BaseException: the first exception raised while waiting.
+        """
+        self.release()
+        if self.failure is not None:
+            raise self.failure
+        return self.outcome()
 
     def next_slice(self) -> int | None:
         """How long to sleep (ns) before the next wakeup; None for no limit."""
@@ -216,7 +310,6 @@ class Wait(WaitModel):
             slice_ns = self._poll if slice_ns is None else min(slice_ns, self._poll)
         if slice_ns is not None and slice_ns < MIN_SLICE_NS:
             slice_ns = MIN_SLICE_NS
-        self._slice = slice_ns
         return slice_ns
 
     def outcome(self) -> WaitOutcome:
@@ -287,7 +380,11 @@ def run_wait(
     label: str = "child",
     machine: Machine = MACHINE,
 ) -> WaitOutcome:
-    """Wait for one child: the one synchronous wait loop.
+    """Wait for one child on this thread: the one wait loop, blocking.
+
+    This is `run_wait_async`'s loop, run to its end in one step: the waiter
+    blocks inside an `await` that never suspends, so there is one loop for
+    every front end, not a synchronous copy.
 
     Args:
         options: the validated WaitOptions.
@@ -308,6 +405,79 @@ def run_wait(
             re-raised only after the child was escalated and its exit observed
             (or the wait abandoned).
     """
+    loop = run_wait_async(
+        options,
+        clock,
+        _Blocking(waiter),
+        soft_interrupt=soft_interrupt,
+        hard_kill=hard_kill,
+        observer=observer,
+        label=label,
+        machine=machine,
+    )
+    try:
+        loop.send(None)
+    except StopIteration as finished:
+        outcome: WaitOutcome = finished.value
+        return outcome
+    loop.close()
+    raise AssertionError("unreachable: a blocking waiter never suspends the loop")
+
+
+class _Blocking:
+    """An ExitWaiter seen as an AsyncExitWaiter: `wait` blocks the thread and
+    never suspends, so run_wait_async runs to its end within one send()."""
+
+    def __init__(self, waiter: ExitWaiter) -> None:
+        self._waiter = waiter
+
+    @property
+    def polls(self) -> bool:
+        return self._waiter.polls
+
+    async def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
+        return self._waiter.wait(timeout_ns, wake_on_cancel)
+
+
+async def run_wait_async(
+    options: WaitOptions,
+    clock: Clock,
+    waiter: AsyncExitWaiter,
+    *,
+    soft_interrupt: Callable[[], None],
+    hard_kill: Callable[[], None],
+    observer: Observer | None = None,
+    label: str = "child",
+    machine: Machine = MACHINE,
+) -> WaitOutcome:
+    """THE wait loop: block for the slice the Wait asks for, step, repeat.
+
+    Every decision is in `Wait`; the loop only waits and feeds it. asyncio
+    awaits it (statewait/aio.py); run_wait runs it on a blocking waiter. A
+    task cancellation arrives as CancelledError from the waiter and is an
+    exception like any other: a cancellation in RUNNING, the hard kill at
+    once in TERMINATING, re-raised once the child has exited (or the wait was
+    abandoned).
+
+    Args:
+        options: the validated WaitOptions.
+        clock: monotonic integer nanoseconds.
+        waiter: reports the child's exit without blocking the loop.
+        soft_interrupt: sends the soft interrupt.
+        hard_kill: sends the hard kill.
+        observer: receives each timeline event.
+        label: names the child in log lines.
+        machine: the machine to drive; tests pass mutated ones.
+
+    Returns:
+        The WaitOutcome, once the exit was observed or the wait was abandoned.
+
+    Raises:
+        BaseException: the first exception raised while waiting
+            (CancelledError and KeyboardInterrupt included), re-raised only
+            after the child was escalated and its exit observed (or the wait
+            abandoned).
+    """
     wait = Wait(
         options,
         clock(),
@@ -318,25 +488,14 @@ def run_wait(
         label=label,
         machine=machine,
     )
-    failure: BaseException | None = None
-    slice_ns: int | None = 0  # the first look does not sleep: the child may be gone already
     try:
         while not wait.done:
             try:
-                exit_status = waiter.wait(slice_ns, wait.wakes_on_cancel)
-                wait.wake(clock(), exit_status, woke=slice_ns != 0)
-                if not wait.done:
-                    wait.polls_exit = waiter.polls
-                    slice_ns = wait.next_slice()
+                exit_status = await waiter.wait(wait.slice_ns, wait.wakes_on_cancel)
+                wait.polls_exit = waiter.polls
+                wait.step(clock(), exit_status)
             except BaseException as exc:
-                if failure is None:
-                    failure = exc
-                if wait.done:
-                    break  # raised after the exit was observed: nothing left to supervise
                 wait.interrupted(exc)
-                slice_ns = 0  # act on it at once
     finally:
         wait.release()
-    if failure is not None:
-        raise failure
-    return wait.outcome()
+    return wait.result()

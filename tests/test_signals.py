@@ -186,6 +186,10 @@ def test_signal_group_stale_plain_popen_handle_is_refused(stranger: tuple[int, P
         interrupt_group(child)
     with pytest.raises(ChildLostError):
         wait_for_child(child)
+    # The pidfd opened for the check named the stranger: it was not kept, so
+    # asking again is refused again rather than signalling through it.
+    with pytest.raises(ChildLostError):
+        interrupt_group(child)
     time.sleep(0.2)
     assert log.read_text() == ""
     os.kill(pid, 0)

@@ -10,7 +10,7 @@ import pytest
 
 from statewait import CancelToken, TerminationReason, WaitOptions, WaitOutcome
 from statewait._machine import MACHINE, WaitState
-from statewait._wait import MIN_SLICE_NS, Wait, WaitEvent, run_wait
+from statewait._wait import MIN_SLICE_NS, Wait, WaitEvent, run_wait, run_wait_async
 
 from ._fakes import MS, FakeWaiter, S
 
@@ -298,3 +298,158 @@ def test_run_wait_logs_one_debug_line_per_transition(caplog: pytest.LogCaptureFi
         "pid 42: hard_kill at 1.502000s -> KILLING",
         "pid 42: exit at 1.502000s -> EXITED (-9)",
     ]
+
+
+# -- the seams the supervisor and asyncio drive: step, stop, result, deadline_ns
+
+
+def new_wait(fake: FakeWaiter, options: WaitOptions, events: list[WaitEvent] | None = None) -> Wait:
+    return Wait(
+        options,
+        fake.now,
+        soft_interrupt=fake.soft_interrupt,
+        hard_kill=fake.hard_kill,
+        observer=None if events is None else events.append,
+    )
+
+
+def test_Wait_step_plans_the_first_look_then_a_block_to_the_deadline() -> None:
+    fake = FakeWaiter(exit_at=10 * S)
+    wait = new_wait(fake, WaitOptions(timeout=2.0))
+    assert (wait.slice_ns, wait.deadline_ns) == (0, 0)  # the first look does not sleep
+    wait.step(0, None)
+    assert (wait.slice_ns, wait.deadline_ns, wait.wakeups) == (2 * S, 2 * S, 0)
+    wait.step(2 * S, None)
+    assert (wait.slice_ns, wait.deadline_ns, wait.wakeups) == (MS, 2 * S + MS, 1)
+    wait.step(2 * S + MS, None)
+    assert wait.state is WaitState.TERMINATING
+    wait.step(2 * S + 5 * MS, -2)
+    assert wait.result() == WaitOutcome(-2, TerminationReason.TIMEOUT, 2.005, 2.001, None)
+    assert wait not in MACHINE.models
+
+
+def test_Wait_stop_in_RUNNING_is_a_cancellation_and_a_second_stop_skips_the_grace() -> None:
+    fake = FakeWaiter(exit_at=60 * S)
+    wait = new_wait(fake, WaitOptions(interrupt_grace=5.0))
+    wait.step(0, None)
+    assert wait.slice_ns is None  # nothing to wait for but the exit
+    wait.stop()
+    wait.step(300 * MS, None)
+    assert (wait.state, wait.reason) == (WaitState.TERMINATING, TerminationReason.CANCELLED)
+    assert wait.slice_ns == 5 * S
+    wait.stop()
+    wait.step(400 * MS, None)
+    assert wait.state is WaitState.KILLING
+    assert fake.signals == [("soft_interrupt", 0), ("hard_kill", 0)]  # the fake's clock stood still
+    wait.step(410 * MS, -9)
+    outcome = wait.result()  # a stop is no failure: an outcome, not an exception
+    assert outcome == WaitOutcome(-9, TerminationReason.CANCELLED, 0.41, 0.3, 0.4)
+
+
+def test_Wait_stop_once_the_exit_is_observable_sends_nothing() -> None:
+    fake = FakeWaiter()
+    wait = new_wait(fake, WaitOptions())
+    wait.step(0, None)
+    wait.stop()
+    wait.step(MS, 0)
+    assert wait.result() == WaitOutcome(0, None, 0.001, None, None)
+    assert fake.signals == []
+
+
+def test_Wait_step_keeps_a_failing_hook_and_asks_for_an_immediate_look() -> None:
+    fake = FakeWaiter()
+
+    def broken() -> None:
+        raise RuntimeError("no such group")
+
+    wait = Wait(
+        WaitOptions(timeout=0, interrupt_grace=9),
+        0,
+        soft_interrupt=broken,
+        hard_kill=fake.hard_kill,
+    )
+    wait.step(0, None)
+    wait.step(MS, None)  # the timeout fires; the soft interrupt raises
+    assert isinstance(wait.failure, RuntimeError)
+    assert (wait.state, wait.slice_ns) == (WaitState.TERMINATING, 0)
+    wait.step(MS, None)  # the failure arrived in TERMINATING: the hard kill at once
+    assert wait.state is WaitState.KILLING
+    wait.step(2 * MS, -9)
+    with pytest.raises(RuntimeError, match="no such group"):
+        wait.result()
+
+
+def test_run_wait_observer_failing_at_the_start_escalates_then_reraises() -> None:
+    fake = FakeWaiter(exit_at=10 * S, exits_after_interrupt=0)
+
+    def observer(event: WaitEvent) -> None:
+        if event.kind == "start":
+            raise ValueError("observer failed")
+
+    before = len(MACHINE.models)
+    with pytest.raises(ValueError, match="observer failed"):
+        run_wait(
+            WaitOptions(),
+            fake.clock,
+            fake,
+            soft_interrupt=fake.soft_interrupt,
+            hard_kill=fake.hard_kill,
+            observer=observer,
+        )
+    assert fake.signals == [("soft_interrupt", 0)]  # never left unsupervised
+    assert len(MACHINE.models) == before
+
+
+class AsyncFake:
+    """FakeWaiter behind the AsyncExitWaiter protocol."""
+
+    def __init__(self, fake: FakeWaiter) -> None:
+        self.fake = fake
+
+    @property
+    def polls(self) -> bool:
+        return self.fake.polls
+
+    async def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
+        return self.fake.wait(timeout_ns, wake_on_cancel)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        {"exit_at": 10 * S},
+        {"exit_at": 130 * MS, "polls": True},
+        {"interrupts_at": (400 * MS, 600 * MS)},
+        {"exits_after_kill": None},
+    ],
+)
+def test_run_wait_async_takes_the_same_steps_as_run_wait(script: dict[str, object]) -> None:
+    import asyncio
+
+    options = WaitOptions(timeout=1.0, interrupt_grace=0.5, poll_interval=0.05, abandon_after=1.0)
+    results = []
+    for driver in ("sync", "async"):
+        fake = FakeWaiter(**script)  # type: ignore[arg-type]
+        events: list[WaitEvent] = []
+        try:
+            if driver == "sync":
+                outcome: object = wait_with(fake, options, events)
+            else:
+                outcome = asyncio.run(
+                    run_wait_async(
+                        options,
+                        fake.clock,
+                        AsyncFake(fake),
+                        soft_interrupt=fake.soft_interrupt,
+                        hard_kill=fake.hard_kill,
+                        observer=events.append,
+                    )
+                )
+        except KeyboardInterrupt as exc:
+            outcome = type(exc)
+        timeline = [
+            (e.at, e.kind, e.state, type(e.detail) if e.kind == "exception" else e.detail)
+            for e in events
+        ]
+        results.append((outcome, fake.slices, fake.signals, timeline))
+    assert results[0] == results[1]

@@ -1,10 +1,11 @@
-"""wait_for_child with real children, on every backend that works here."""
+"""wait_for_child with real children: what only it does (its backends, its
+arguments), and spawn(). The semantics of a wait, common to every front end,
+are in test_front_ends.py."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -15,7 +16,6 @@ import pytest
 from statewait import (
     BackendUnavailable,
     CancelToken,
-    ChildLostError,
     TerminationReason,
     WaitEvent,
     WaitOptions,
@@ -26,10 +26,7 @@ from statewait import (
 
 from .conftest import (
     DIES_ON_SIGINT,
-    HAS_A_GRANDCHILD,
     IGNORES_SIGINT,
-    TRAPS_SIGINT_EXITS_42_AFTER_100MS,
-    Subreaper,
     child_script,
     close_pipes,
     open_fds,
@@ -45,249 +42,10 @@ def kinds(events: list[WaitEvent]) -> list[str]:
     return [e.kind for e in events if e.kind not in ("start", "wakeup")]
 
 
-@pytest.mark.parametrize(
-    ("body", "returncode"),
-    [
-        ("pass", 0),
-        ("import sys; sys.exit(3)", 3),
-        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
-    ],
-)
-def test_wait_for_child_child_that_exits_by_itself_gets_no_signal(
-    backend: str, body: str, returncode: int
-) -> None:
-    child = spawn(child_script(body))
-    events: list[WaitEvent] = []
-    outcome = wait_for_child(
-        child, WaitOptions(timeout=30), backend=backend, observer=events.append
-    )
-    assert outcome.returncode == returncode
-    assert child.returncode == returncode
-    assert (outcome.termination, outcome.interrupted_at, outcome.killed_at) == (None, None, None)
-    assert outcome.abandoned is False
-    assert kinds(events) == ["exit"]
-
-
-def test_wait_for_child_child_that_traps_SIGINT_ends_with_its_own_status(backend: str) -> None:
-    child = start_ready(TRAPS_SIGINT_EXITS_42_AFTER_100MS)
-    outcome = wait_for_child(child, WaitOptions(timeout=0.2, interrupt_grace=20), backend=backend)
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (42, TerminationReason.TIMEOUT)
-    assert outcome.killed_at is None
-    assert outcome.interrupted_at is not None
-    assert outcome.interrupted_at > 0.2
-    assert outcome.elapsed - outcome.interrupted_at >= 0.1
-
-
-def test_wait_for_child_child_that_ignores_SIGINT_is_killed_after_the_grace(backend: str) -> None:
-    child = start_ready(IGNORES_SIGINT)
-    events: list[WaitEvent] = []
-    outcome = wait_for_child(
-        child,
-        WaitOptions(timeout=0.1, interrupt_grace=0.3),
-        backend=backend,
-        observer=events.append,
-    )
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (-signal.SIGKILL, TerminationReason.TIMEOUT)
-    assert outcome.interrupted_at is not None
-    assert outcome.killed_at is not None
-    assert outcome.killed_at - outcome.interrupted_at > 0.3
-    assert kinds(events) == ["soft_interrupt", "hard_kill", "exit"]
-
-
-def test_wait_for_child_interrupts_the_whole_group_grandchild_included(
-    backend: str, subreaper: Subreaper
-) -> None:
-    child = start_ready(HAS_A_GRANDCHILD)
-    grandchild = int(child.first_line)  # type: ignore[attr-defined]
-    assert os.getpgid(grandchild) == child.pid
-    outcome = wait_for_child(child, WaitOptions(timeout=0.1, interrupt_grace=10), backend=backend)
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (-signal.SIGINT, TerminationReason.TIMEOUT)
-    # The orphaned grandchild was adopted by this process: it died of the same SIGINT.
-    status = subreaper.wait_for(grandchild)
-    assert os.WIFSIGNALED(status)
-    assert os.WTERMSIG(status) == signal.SIGINT
-
-
-def test_wait_for_child_hard_kill_reaches_the_grandchild_too(
-    backend: str, subreaper: Subreaper
-) -> None:
-    child = start_ready(
-        child_script(
-            "import os, signal, time\n"
-            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # inherited by the grandchild
-            "print(os.posix_spawnp('sleep', ['sleep', '60'], os.environ), flush=True)\n"
-            "time.sleep(60)\n"
-        )
-    )
-    grandchild = int(child.first_line)  # type: ignore[attr-defined]
-    outcome = wait_for_child(child, WaitOptions(timeout=0.1, interrupt_grace=0.2), backend=backend)
-    close_pipes(child)
-    assert outcome.returncode == -signal.SIGKILL
-    status = subreaper.wait_for(grandchild)
-    assert os.WTERMSIG(status) == signal.SIGKILL
-
-
 def _cancel_later(cancel: Any, delay: float) -> threading.Timer:
     timer = threading.Timer(delay, cancel)
     timer.start()
     return timer
-
-
-@pytest.mark.parametrize("kind", ["token", "event", "callable"])
-def test_wait_for_child_cancellation_interrupts_with_CANCELLED(backend: str, kind: str) -> None:
-    child = start_ready(DIES_ON_SIGINT)
-    cancellation: Any
-    if kind == "token":
-        cancellation = CancelToken()
-        timer = _cancel_later(cancellation.cancel, 0.2)
-    elif kind == "event":
-        cancellation = threading.Event()
-        timer = _cancel_later(cancellation.set, 0.2)
-    else:
-        flag = threading.Event()
-        cancellation = flag.is_set
-        timer = _cancel_later(flag.set, 0.2)
-    started = time.monotonic()
-    outcome = wait_for_child(
-        child, WaitOptions(timeout=30, cancellation=cancellation), backend=backend
-    )
-    timer.join()
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (
-        -signal.SIGINT,
-        TerminationReason.CANCELLED,
-    )
-    assert outcome.interrupted_at is not None
-    assert 0.15 < outcome.interrupted_at < 10  # generous: never flaky
-    assert time.monotonic() - started < 20
-
-
-def test_wait_for_child_already_cancelled_token_interrupts_at_once(backend: str) -> None:
-    token = CancelToken()
-    token.cancel()
-    child = start_ready(DIES_ON_SIGINT)
-    events: list[WaitEvent] = []
-    outcome = wait_for_child(
-        child, WaitOptions(cancellation=token), backend=backend, observer=events.append
-    )
-    close_pipes(child)
-    assert outcome.termination is TerminationReason.CANCELLED
-    # At the first look, before any sleep.
-    assert [e.kind for e in events][:2] == ["start", "soft_interrupt"]
-
-
-@pytest.mark.parametrize("reaped_by_popen", [False, True])
-def test_wait_for_child_child_that_exited_before_the_call_returns_at_once(
-    backend: str, reaped_by_popen: bool
-) -> None:
-    child = spawn(child_script("import sys; sys.exit(7)"))
-    if reaped_by_popen:
-        child.wait()
-    else:
-        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # a zombie, not reaped
-    events: list[WaitEvent] = []
-    outcome = wait_for_child(child, WaitOptions(timeout=0), backend=backend, observer=events.append)
-    assert (outcome.returncode, outcome.termination) == (7, None)
-    assert outcome.elapsed < 5
-    assert [e.kind for e in events] == ["start", "exit"]  # no wakeup, no signal
-
-
-def test_wait_for_child_child_reaped_behind_popens_back_is_a_clear_error(backend: str) -> None:
-    child = spawn(child_script("pass"))
-    os.waitpid(child.pid, 0)
-    with pytest.raises(ChildLostError, match=rf"pid {child.pid} is not a child of this process"):
-        wait_for_child(child, WaitOptions(timeout=1), backend=backend)
-    assert child.returncode is None  # Popen was never told a made-up status
-    child.wait()  # Popen's own answer to ECHILD (0), so it does not warn when dropped
-
-
-def test_wait_for_child_soft_interrupt_that_raises_is_escalated_and_reaped(backend: str) -> None:
-    child = start_ready(DIES_ON_SIGINT)
-    sent: list[int] = []
-
-    def broken(c: subprocess.Popen[Any]) -> None:
-        sent.append(c.pid)
-        raise RuntimeError("soft interrupt failed")
-
-    with pytest.raises(RuntimeError, match="soft interrupt failed"):
-        wait_for_child(
-            child,
-            WaitOptions(timeout=0.1, interrupt_grace=30),
-            soft_interrupt=broken,
-            backend=backend,
-        )
-    close_pipes(child)
-    assert sent == [child.pid]
-    # The failure arrived during the grace: the hard kill went at once.
-    assert child.returncode == -signal.SIGKILL
-
-
-def test_wait_for_child_hard_kill_that_raises_falls_back_to_kill_group(backend: str) -> None:
-    child = start_ready(IGNORES_SIGINT)
-
-    def broken(c: subprocess.Popen[Any]) -> None:
-        raise OSError("custom kill failed")
-
-    with pytest.raises(OSError, match="custom kill failed"):
-        wait_for_child(
-            child, WaitOptions(timeout=0, interrupt_grace=0), hard_kill=broken, backend=backend
-        )
-    close_pipes(child)
-    assert child.returncode == -signal.SIGKILL
-
-
-def test_wait_for_child_custom_callbacks_receive_the_child(backend: str) -> None:
-    child = start_ready(IGNORES_SIGINT)
-    calls: list[tuple[str, int]] = []
-
-    def soft(c: subprocess.Popen[Any]) -> None:
-        calls.append(("soft", c.pid))
-        os.killpg(c.pid, signal.SIGTERM)
-
-    outcome = wait_for_child(
-        child,
-        WaitOptions(timeout=0.05),
-        soft_interrupt=soft,
-        hard_kill=lambda c: calls.append(("hard", c.pid)),
-        backend=backend,
-    )
-    close_pipes(child)
-    assert calls == [("soft", child.pid)]
-    assert outcome.returncode == -signal.SIGTERM
-
-
-def test_wait_for_child_child_in_the_callers_group_is_signalled_alone(backend: str) -> None:
-    # Not spawn(): the child shares this process's group. A group signal would
-    # interrupt pytest itself; the child alone must get it.
-    child = subprocess.Popen(DIES_ON_SIGINT, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    assert os.getpgid(child.pid) == os.getpgrp()
-    outcome = wait_for_child(child, WaitOptions(timeout=0.05), backend=backend)
-    close_pipes(child)
-    assert (outcome.returncode, outcome.termination) == (-signal.SIGINT, TerminationReason.TIMEOUT)
-
-
-def test_wait_for_child_abandons_a_child_that_outlives_the_kill(backend: str) -> None:
-    child = start_ready(IGNORES_SIGINT)
-    outcome = wait_for_child(
-        child,
-        WaitOptions(timeout=0, interrupt_grace=0, abandon_after=0.2),
-        hard_kill=lambda c: None,  # a kill that never lands: the child outlives it
-        backend=backend,
-    )
-    assert outcome.abandoned is True
-    assert outcome.returncode is None
-    assert child.returncode is None
-    assert outcome.killed_at is not None
-    assert outcome.elapsed - outcome.killed_at > 0.2
-    # The caller still owns the child; a second wait, with a kill that lands, reaps it.
-    again = wait_for_child(child, WaitOptions(timeout=0, interrupt_grace=0), backend=backend)
-    close_pipes(child)
-    assert again.returncode == -signal.SIGKILL
 
 
 needs_pidfd = pytest.mark.skipif(
@@ -345,10 +103,6 @@ def test_wait_for_child_pidfd_with_token_acts_on_a_cancellation_at_once() -> Non
     [
         ({"backend": "nope"}, ValueError, r"backend must be 'auto' or one of"),
         ({"backend": 3}, TypeError, r"backend must be a str, got 3"),
-        ({"options": 5}, TypeError, r"options must be a WaitOptions, got int"),
-        ({"soft_interrupt": "x"}, TypeError, r"soft_interrupt must be callable"),
-        ({"hard_kill": 1}, TypeError, r"hard_kill must be callable"),
-        ({"observer": []}, TypeError, r"observer must be callable"),
     ],
 )
 def test_wait_for_child_bad_arguments_raise_before_any_signal(

@@ -6,6 +6,8 @@
 # One helper per child, reused if the wait is entered again (after an
 # abandoned wait, say), and gone when the child exits. If the helper fails
 # (it should not), the waiter degrades to polling rather than hanging.
+# The helper notifies listeners; the Supervisor listens too (`watch_exit`),
+# for children that have no pidfd.
 
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import os
 import subprocess
 import threading
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from .._cancel import CancelToken
 from ._common import Waker
 
-__all__ = ["WaitidWaiter"]
+__all__ = ["ExitListener", "ExitWatch", "WaitidWaiter", "unwatch_exit", "watch_exit"]
 
 logger = logging.getLogger("statewait")
 
@@ -27,29 +29,35 @@ logger = logging.getLogger("statewait")
 _LOOK = os.WEXITED | os.WNOHANG | os.WNOWAIT
 
 _lock = threading.Lock()
-_watches: weakref.WeakKeyDictionary[subprocess.Popen[Any], _ExitWatch] = weakref.WeakKeyDictionary()
+_watches: weakref.WeakKeyDictionary[subprocess.Popen[Any], ExitWatch] = weakref.WeakKeyDictionary()
 
 
-class _ExitWatch:
+class ExitListener(Protocol):
+    """Told (from the helper thread) that the exit is known or the helper failed."""
+
+    def notify(self) -> None: ...
+
+
+class ExitWatch:
     """A daemon thread that learns of one child's exit without reaping it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.exited = False
         self.failed: BaseException | None = None
-        self._wakers: list[Waker] = []
+        self._listeners: list[ExitListener] = []
         self._lock = threading.Lock()
         self.thread = threading.Thread(
             target=self._run, name=f"statewait-waitid-{pid}", daemon=True
         )
 
-    def add(self, waker: Waker) -> None:
+    def add(self, listener: ExitListener) -> None:
         with self._lock:
-            self._wakers.append(waker)
+            self._listeners.append(listener)
 
-    def remove(self, waker: Waker) -> None:
+    def remove(self, listener: ExitListener) -> None:
         with self._lock:
-            self._wakers.remove(waker)
+            self._listeners.remove(listener)
 
     def _run(self) -> None:
         try:
@@ -62,19 +70,37 @@ class _ExitWatch:
             logger.debug("pid %d: waitid helper failed (%r); polling instead", self.pid, exc)
         finally:
             with self._lock:
-                wakers = list(self._wakers)
-            for waker in wakers:
-                waker.notify()
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener.notify()
 
 
-def _watch_for(child: subprocess.Popen[Any]) -> _ExitWatch:
+def watch_exit(child: subprocess.Popen[Any], listener: ExitListener) -> ExitWatch:
+    """The child's helper (started now, or reused), with `listener` added.
+
+    A child that exited before the listener was added is not announced: look
+    once (waitid WNOHANG, or Popen.poll) after this call.
+
+    Raises:
+        RuntimeError: no thread can be started.
+    """
     with _lock:
         watch = _watches.get(child)
         if watch is None or watch.failed is not None:
-            watch = _ExitWatch(child.pid)
-            watch.thread.start()  # RuntimeError if no thread can be started
+            watch = ExitWatch(child.pid)
+            watch.thread.start()
             _watches[child] = watch
-        return watch
+    watch.add(listener)
+    return watch
+
+
+def unwatch_exit(child: subprocess.Popen[Any], watch: ExitWatch, listener: ExitListener) -> None:
+    """Remove `listener`; forget the helper once it has seen the exit."""
+    watch.remove(listener)
+    if watch.exited:
+        with _lock:
+            if _watches.get(child) is watch:
+                del _watches[child]
 
 
 class WaitidWaiter:
@@ -85,9 +111,7 @@ class WaitidWaiter:
     def __init__(self, child: subprocess.Popen[Any], token: CancelToken | None) -> None:
         self._child = child
         self._waker = Waker(token)
-        self._watch = _watch_for(child) if child.returncode is None else None
-        if self._watch is not None:
-            self._watch.add(self._waker)
+        self._watch = watch_exit(child, self._waker) if child.returncode is None else None
 
     @property
     def polls(self) -> bool:
@@ -122,7 +146,4 @@ class WaitidWaiter:
     def close(self) -> None:
         self._waker.close()
         if self._watch is not None:
-            self._watch.remove(self._waker)
-            if self._watch.exited:
-                with _lock:
-                    _watches.pop(self._child, None)
+            unwatch_exit(self._child, self._watch, self._waker)
