@@ -16,12 +16,23 @@ from ._options import WaitOptions, WaitOutcome
 from ._signals import interrupt_group, kill_group
 from ._wait import Observer, run_wait
 
-__all__ = ["SignalCallback", "wait_for_child"]
+__all__ = ["SignalCallback", "check_callbacks", "wait_for_child"]
 
 #: A soft-interrupt or hard-kill callback: receives the child's Popen.
 SignalCallback = Callable[[subprocess.Popen[Any]], None]
 
 _DEFAULT_OPTIONS = WaitOptions()
+
+
+def check_callbacks(**callbacks: object) -> None:
+    """Check that each named callback is callable or None.
+
+    Raises:
+        TypeError: one is neither; the message names it and its value.
+    """
+    for name, value in callbacks.items():
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable or None, got {value!r}")
 
 
 def wait_for_child(
@@ -80,13 +91,7 @@ def wait_for_child(
         raise TypeError(f"child must be a subprocess.Popen, got {type(child).__name__}")
     if not isinstance(options, WaitOptions):
         raise TypeError(f"options must be a WaitOptions, got {type(options).__name__}")
-    for name, value in (
-        ("soft_interrupt", soft_interrupt),
-        ("hard_kill", hard_kill),
-        ("observer", observer),
-    ):
-        if value is not None and not callable(value):
-            raise TypeError(f"{name} must be callable or None, got {value!r}")
+    check_callbacks(soft_interrupt=soft_interrupt, hard_kill=hard_kill, observer=observer)
     verify_child(child)
     waiter = open_waiter(child, probe(options.cancellation).token, backend)
     soft = interrupt_group if soft_interrupt is None else soft_interrupt
