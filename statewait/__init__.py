@@ -22,6 +22,7 @@ from ._errors import (
 from ._machine import WaitState
 from ._options import TerminationReason, WaitOptions, WaitOutcome
 from ._real import wait_for_child
+from ._run import RunResult, run
 from ._signals import interrupt_group, kill_group, signal_group
 from ._wait import WaitEvent
 
@@ -34,6 +35,7 @@ __all__ = [
     "ChildLostError",
     "ProcessCancelled",
     "ProcessTimedOut",
+    "RunResult",
     "StatewaitError",
     "TerminationReason",
     "UnsafeSignalError",
@@ -45,6 +47,7 @@ __all__ = [
     "available_backends",
     "interrupt_group",
     "kill_group",
+    "run",
     "signal_group",
     "spawn",
     "wait_for_child",
