@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -128,3 +130,24 @@ def settle_threads(expected: int, timeout: float = 10.0) -> int:
     while threading.active_count() > expected and time.monotonic() < deadline:
         time.sleep(0.01)
     return threading.active_count()
+
+
+#: For children started under signals_held(): unblocks the held signals once
+#: the child's handlers are in place, so one that arrived early is delivered now.
+UNBLOCK = "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGUSR1})\n"
+
+
+@contextlib.contextmanager
+def signals_held(*signums: int) -> Iterator[None]:
+    """Block signals in this thread while it starts children; they inherit the mask.
+
+    run() and the command line start the timeout with the child, not once it
+    is ready, so a slow child may be signalled before its handlers exist. A
+    child started in this block keeps such a signal pending until it runs
+    UNBLOCK, and then handles it as it would have once ready.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(signums))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
