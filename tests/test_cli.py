@@ -21,37 +21,28 @@ import pytest
 from statewait import TerminationReason, WaitOutcome
 from statewait._cli import exit_status, main, parse_duration, parse_signal
 
-from .conftest import PY, UNBLOCK, Subreaper, child_script, signals_held, zombie_children
+from .conftest import (
+    HAS_A_GRANDCHILD,
+    IGNORES_SIGINT,
+    PY,
+    TRAPS_SIGINT_EXITS_42_AFTER_100MS,
+    UNBLOCK,
+    Subreaper,
+    child_script,
+    signals_held,
+    zombie_children,
+)
 
 pytestmark = [pytest.mark.timeout(60)]
 
 real = pytest.mark.real
 
-# The children below take a SIGINT that came before they were ready once they
-# are (UNBLOCK): start them under signals_held(SIGINT) when the timing matters.
-
-#: Prints its pid; on SIGINT says "got INT" and goes on sleeping.
+#: Prints its pid; on SIGINT says "got INT" and goes on sleeping. Like the
+#: children of conftest, it takes a SIGINT that signals_held() kept for it.
 REPORTS_SIGINT = child_script(
     "import os, signal, time\n"
     "signal.signal(signal.SIGINT, lambda *_: print('got INT', flush=True))\n"
     "print(os.getpid(), flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
-)
-#: Starts `sleep 60` in its group, prints that grandchild's pid, sleeps.
-PRINTS_GRANDCHILD = child_script(
-    "import os, time\n"
-    "print(os.posix_spawnp('sleep', ['sleep', '60'], os.environ), flush=True)\n"
-    "time.sleep(60)\n"
-)
-#: Exits 42 on SIGINT.
-EXITS_42_ON_SIGINT = child_script(
-    "import signal, sys, time\n"
-    "signal.signal(signal.SIGINT, lambda *_: sys.exit(42))\n"
-    "print('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
-)
-IGNORES_SIGINT = child_script(
-    "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    + UNBLOCK
-    + "time.sleep(60)\n"
 )
 
 
@@ -178,8 +169,8 @@ def test_main_exit_status_of_a_command(
 @pytest.mark.parametrize(
     ("argv", "status"),
     [
-        (["--timeout", "0.2", "--", *EXITS_42_ON_SIGINT], 124),
-        (["--timeout", "0.2", "--preserve-status", "--", *EXITS_42_ON_SIGINT], 42),
+        (["--timeout", "0.2", "--", *TRAPS_SIGINT_EXITS_42_AFTER_100MS], 124),
+        (["--timeout", "0.2", "--preserve-status", "--", *TRAPS_SIGINT_EXITS_42_AFTER_100MS], 42),
         (["--timeout", "0.2", "--grace", "0.2", "--", *IGNORES_SIGINT], 137),
         (["--timeout", "0.2", "--grace", "0", "--kill-signal", "TERM", "--", *IGNORES_SIGINT], 124),
         (["--timeout", "0.2", "--grace", "0", "--kill-signal", "TERM", "--preserve-status", "--",
@@ -344,7 +335,7 @@ def test_python_m_statewait_bad_usage_exits_125_and_starts_nothing(tmp_path: Pat
 def test_SIGINT_to_statewait_interrupts_the_commands_whole_group_and_exits_130(
     subreaper: Subreaper,
 ) -> None:
-    proc = statewait("run", "--json", "--", *PRINTS_GRANDCHILD)
+    proc = statewait("run", "--json", "--", *HAS_A_GRANDCHILD)
     assert proc.stdout is not None
     grandchild = int(proc.stdout.readline())
     proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C: statewait alone gets it
@@ -361,7 +352,7 @@ def test_SIGINT_to_statewait_interrupts_the_commands_whole_group_and_exits_130(
 
 @real
 def test_SIGTERM_to_statewait_cancels_too_and_exits_143() -> None:
-    proc = statewait("run", "--json", "--", *EXITS_42_ON_SIGINT)
+    proc = statewait("run", "--json", "--", *TRAPS_SIGINT_EXITS_42_AFTER_100MS)
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
@@ -372,7 +363,7 @@ def test_SIGTERM_to_statewait_cancels_too_and_exits_143() -> None:
 
 @real
 def test_SIGINT_with_preserve_status_exits_with_the_commands_status() -> None:
-    proc = statewait("run", "--preserve-status", "--", *EXITS_42_ON_SIGINT)
+    proc = statewait("run", "--preserve-status", "--", *TRAPS_SIGINT_EXITS_42_AFTER_100MS)
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)

@@ -26,7 +26,8 @@ from statewait import (
 
 from .conftest import (
     DIES_ON_SIGINT,
-    UNBLOCK,
+    IGNORES_SIGINT,
+    TRAPS_SIGINT_EXITS_42_AFTER_100MS,
     child_script,
     open_fds,
     settle_threads,
@@ -49,24 +50,6 @@ WRITES_BOTH_PIPES = child_script(
     "        view = memoryview(chunk)\n"
     "        while view:\n"
     "            view = view[os.write(fd, view):]\n"
-)
-#: Children to start under signals_held(SIGINT): each prints "ready" once its
-#: SIGINT handling is in place, then takes the SIGINT that may have come early.
-TRAPS_SIGINT_EXITS_42_AFTER_100MS = child_script(
-    "import signal, sys, time\n"
-    "def handler(*_):\n"
-    "    time.sleep(0.1)\n"
-    "    sys.exit(42)\n"
-    "signal.signal(signal.SIGINT, handler)\n"
-    "print('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
-)
-IGNORES_SIGINT = child_script(
-    "import signal, time\n"
-    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "print('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
-)
-DIES_ON_SIGINT_WHEN_READY = child_script(
-    "import signal, time\nprint('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
 )
 
 
@@ -290,7 +273,7 @@ def test_run_cancellation_check_True_raises_ProcessCancelled_with_the_output() -
     timer = threading.Timer(0.3, token.cancel)
     timer.start()
     with token, signals_held(signal.SIGINT), pytest.raises(ProcessCancelled) as caught:
-        run(DIES_ON_SIGINT_WHEN_READY, capture_output=True, cancellation=token, check=True)
+        run(DIES_ON_SIGINT, capture_output=True, cancellation=token, check=True)
     timer.join()
     assert not isinstance(caught.value, TimeoutError)
     assert caught.value.output == b"ready\n"
