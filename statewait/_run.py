@@ -441,8 +441,7 @@ class _Pump:
         self._selector: selectors.BaseSelector | None = None
         self._stop_token = CancelToken()
         try:
-            self._watch(child, data, limit, widen)
-            if self._files:
+            if self._watch(child, data, limit, widen):
                 self._thread = threading.Thread(
                     target=self._run, name=f"statewait-io-{child.pid}", daemon=True
                 )
@@ -455,11 +454,12 @@ class _Pump:
 
     def _watch(
         self, child: subprocess.Popen[bytes], data: bytes, limit: int | None, widen: bool
-    ) -> None:
+    ) -> bool:
+        """Register the child's pipes; False if none is left to move bytes through."""
         streams = [(name, getattr(child, name)) for name in ("stdin", "stdout", "stderr")]
         self._files = [stream for _, stream in streams if stream is not None]
         if not self._files:
-            return
+            return False
         selector = self._selector = _Selector()
         # Its descriptor wakes the thread when stop() is called.
         selector.register(self._stop_token.fileno(), selectors.EVENT_READ, None)
@@ -477,6 +477,7 @@ class _Pump:
             else:
                 capture = self._captures[name] = _Capture(limit)
                 selector.register(stream, selectors.EVENT_READ, capture)
+        return len(selector.get_map()) > 1  # more than the stop descriptor
 
     # -- the caller's side
     def drain(self, timeout: float | None) -> None:

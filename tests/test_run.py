@@ -416,9 +416,10 @@ def test_run_uses_one_io_thread_with_pipes_and_none_without() -> None:
     sleeper = ["sleep", "0.2"]
     run(sleeper, capture_output=True, input=b"x", cancellation=look, poll_interval=0.05)
     assert sum(name.startswith("statewait-io-") for name in seen[-1]) == 1
-    seen.clear()
-    run(sleeper, cancellation=look, poll_interval=0.05)
-    assert not any(name.startswith("statewait-io-") for names in seen for name in names)
+    for nothing_to_move in ({}, {"input": b""}):  # no pipe; a stdin closed at once
+        seen.clear()
+        run(sleeper, cancellation=look, poll_interval=0.05, **nothing_to_move)
+        assert not any(name.startswith("statewait-io-") for names in seen for name in names)
 
 
 def test_run_KeyboardInterrupt_escalates_reaps_and_leaks_no_thread_or_fd() -> None:
