@@ -29,6 +29,7 @@ from ._errors import (
 from ._machine import WaitState
 from ._options import TerminationReason, WaitOptions, WaitOutcome
 from ._real import wait_for_child
+from ._run import RunResult, run
 from ._signals import interrupt_group, kill_group, signal_group
 from ._supervisor import Supervisor
 from ._wait import WaitEvent
@@ -42,6 +43,7 @@ __all__ = [
     "ChildLostError",
     "ProcessCancelled",
     "ProcessTimedOut",
+    "RunResult",
     "StatewaitError",
     "Supervisor",
     "TerminationReason",
@@ -54,6 +56,7 @@ __all__ = [
     "available_backends",
     "interrupt_group",
     "kill_group",
+    "run",
     "signal_group",
     "spawn",
     "wait_for_child",

@@ -58,11 +58,18 @@ class _Terminated(StatewaitError):
         output: bytes | str | None = None,
         stderr: bytes | str | None = None,
     ) -> None:
-        super().__init__(cmd, outcome, output, stderr)
         self.cmd = cmd
         self.outcome = outcome
         self.output = output
         self.stderr = stderr
+        # One argument, the message: OSError (TimeoutError's base) would read
+        # two to five as errno, strerror and filename -- the command as errno,
+        # the output as filename.
+        super().__init__(str(self))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickle with the real arguments (for multiprocessing and friends).
+        return (type(self), (self.cmd, self.outcome, self.output, self.stderr), self.__dict__)
 
     @property
     def stdout(self) -> bytes | str | None:

@@ -19,7 +19,13 @@ from ._options import WaitOptions, WaitOutcome
 from ._signals import interrupt_group, kill_group
 from ._wait import Observer, run_wait
 
-__all__ = ["SignalCallback", "check_arguments", "signal_hooks", "wait_for_child"]
+__all__ = [
+    "SignalCallback",
+    "check_arguments",
+    "check_callbacks",
+    "signal_hooks",
+    "wait_for_child",
+]
 
 #: A soft-interrupt or hard-kill callback: receives the child's Popen.
 SignalCallback = Callable[[subprocess.Popen[Any]], None]
@@ -111,7 +117,16 @@ def check_arguments(options: object, **callables: object) -> None:
     """
     if not isinstance(options, WaitOptions):
         raise TypeError(f"options must be a WaitOptions, got {type(options).__name__}")
-    for name, value in callables.items():
+    check_callbacks(**callables)
+
+
+def check_callbacks(**callbacks: object) -> None:
+    """Check that each named callback is callable or None.
+
+    Raises:
+        TypeError: one is neither; the message names it and its value.
+    """
+    for name, value in callbacks.items():
         if value is not None and not callable(value):
             raise TypeError(f"{name} must be callable or None, got {value!r}")
 

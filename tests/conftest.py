@@ -9,8 +9,10 @@ more, randomized, and keeps failures in the local example database.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -50,23 +52,29 @@ def child_script(body: str) -> list[str]:
     return [PY, "-c", body]
 
 
-#: Children that report "ready" on stdout once their signal handling is set up.
+#: For children started under signals_held(): unblocks the held signals once
+#: the child's handlers are in place, so one that arrived early is delivered now.
+#: A no-op for a child started without it.
+UNBLOCK = "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGUSR1})\n"
+
+#: Children that report "ready" on stdout once their signal handling is set up
+#: (and then take a SIGINT that signals_held() kept for them).
 TRAPS_SIGINT_EXITS_42_AFTER_100MS = child_script(
     "import signal, sys, time\n"
     "def handler(*_):\n"
     "    time.sleep(0.1)\n"
     "    sys.exit(42)\n"
     "signal.signal(signal.SIGINT, handler)\n"
-    "print('ready', flush=True)\n"
-    "time.sleep(60)\n"
+    "print('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
 )
 IGNORES_SIGINT = child_script(
     "import signal, time\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "print('ready', flush=True)\n"
-    "time.sleep(60)\n"
+    "print('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
 )
-DIES_ON_SIGINT = child_script("import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+DIES_ON_SIGINT = child_script(
+    "import signal, time\nprint('ready', flush=True)\n" + UNBLOCK + "time.sleep(60)\n"
+)
 #: Starts a grandchild (`sleep 60`) in its group, prints its pid, waits. Not
 #: through subprocess: Popen.__del__ would reap the grandchild as the child
 #: exits, and the test could no longer see how it ended.
@@ -154,3 +162,19 @@ def settle_threads(expected: int, timeout: float = 10.0) -> int:
     while threading.active_count() > expected and time.monotonic() < deadline:
         time.sleep(0.01)
     return threading.active_count()
+
+
+@contextlib.contextmanager
+def signals_held(*signums: int) -> Iterator[None]:
+    """Block signals in this thread while it starts children; they inherit the mask.
+
+    run() and the command line start the timeout with the child, not once it
+    is ready, so a slow child may be signalled before its handlers exist. A
+    child started in this block keeps such a signal pending until it runs
+    UNBLOCK, and then handles it as it would have once ready.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(signums))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
