@@ -14,6 +14,8 @@ import os
 import subprocess
 from typing import IO, Any
 
+from ._result import Capture
+
 __all__ = ["ChildPipes"]
 
 #: How much one read or write moves at most.
@@ -27,9 +29,8 @@ class _Capture:
         self._loop = loop
         self._pipe = pipe
         self._fd = pipe.fileno()
-        self._limit = limit
-        self.data = bytearray()
-        self.truncated = False
+        #: The captured bytes (only the newest `limit` of them).
+        self.buffer = Capture(limit)
         self.eof: asyncio.Future[None] = loop.create_future()
         os.set_blocking(self._fd, False)
         loop.add_reader(self._fd, self._read)
@@ -44,11 +45,7 @@ class _Capture:
         if not chunk:
             self.close()
             return
-        self.data += chunk
-        excess = len(self.data) - self._limit if self._limit is not None else 0
-        if excess > 0:
-            del self.data[:excess]  # the oldest bytes go; bytearray makes this cheap
-            self.truncated = True
+        self.buffer.add(chunk)
 
     def close(self) -> None:
         if self._pipe.closed:
@@ -136,7 +133,7 @@ class ChildPipes:
     @property
     def truncated(self) -> bool:
         """Whether the limit dropped bytes from either output."""
-        return any(c is not None and c.truncated for c in (self.stdout, self.stderr))
+        return any(c is not None and c.buffer.truncated for c in (self.stdout, self.stderr))
 
     async def drain(self, timeout: float | None) -> None:
         """Read on until both outputs end, for at most `timeout` seconds.

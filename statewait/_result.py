@@ -1,102 +1,294 @@
-# What a run returns: RunResult, how its captured output becomes text, and
+# What a run is asked and what it returns, shared by statewait.run() (a
+# helper thread moves the pipes) and statewait.aio.run() (the event loop
+# does): the argument checks (subprocess.run's rules and statewait's own),
+# text mode, the bounded capture buffer of output_limit, and RunResult with
 # what check=True raises.
 #
-# This module owns the result of a run and nothing that runs: statewait.aio's
-# run() builds one (and so can statewait.run(), which is built beside it with
-# the same DESIGN.md shape: a CompletedProcess with termination, outcome and
-# output_truncated).
+# It owns no process and no pipe: it checks, decodes, keeps bytes and reports.
 
 from __future__ import annotations
 
 import codecs
 import locale
 import subprocess
+from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import IO, Any
 
 from ._errors import ProcessCancelled, ProcessTimedOut
-from ._options import TerminationReason, WaitOutcome
+from ._options import (
+    Cancellation,
+    Duration,
+    TerminationReason,
+    WaitOptions,
+    WaitOutcome,
+    check_duration,
+)
+from ._real import SignalCallback, check_callbacks
 
-__all__ = ["RunResult", "decode_output", "text_encoding"]
+__all__ = [
+    "Capture",
+    "Codec",
+    "RunRequest",
+    "RunResult",
+    "check_output_limit",
+    "input_bytes",
+    "prepare_run",
+    "text_codec",
+]
+
+#: How far into captured text a character cut in two by output_limit may
+#: reach: no codec Python ships has longer characters.
+_MAX_CHAR_BYTES = 4
 
 
 class RunResult(subprocess.CompletedProcess[Any]):
-    """A finished run: a subprocess.CompletedProcess, plus what statewait did.
+    """What run() returns: a subprocess.CompletedProcess with the wait's outcome.
 
     Attributes:
-        args: the arguments the child was started with.
-        returncode: its exit status (-N: killed by signal N); None only if
-            the wait was abandoned.
-        stdout: the captured output (bytes, or str in text mode), or None
-            if it was not captured.
-        stderr: likewise for the error output.
-        termination: why statewait interrupted the child; None if it was not
-            interrupted (the same as ``outcome.termination``).
-        outcome: the WaitOutcome of the wait.
-        output_truncated: True if ``output_limit`` made the run drop the
-            oldest bytes of stdout or stderr.
+        args: the program and arguments, as given.
+        returncode: Popen's convention (-N: killed by signal N); None only
+            when the wait was abandoned (``outcome.abandoned``).
+        stdout: the captured output (bytes, or str in text mode), or None if
+            it was not captured.
+        stderr: likewise.
+        outcome: the WaitOutcome: termination, elapsed, interrupted_at,
+            killed_at, abandoned.
+        output_truncated: output_limit dropped older bytes of stdout or stderr.
     """
 
     def __init__(
         self,
-        args: str | bytes | Sequence[Any],
-        stdout: bytes | str | None,
-        stderr: bytes | str | None,
-        *,
+        args: Any,
         outcome: WaitOutcome,
-        output_truncated: bool,
+        stdout: Any = None,
+        stderr: Any = None,
+        *,
+        output_truncated: bool = False,
     ) -> None:
-        # returncode is None only when the wait was abandoned (the child may
-        # still run); CompletedProcess's stub does not foresee it.
+        # returncode is None only if the wait was abandoned (typeshed says int).
         super().__init__(args, outcome.returncode, stdout, stderr)  # type: ignore[arg-type]
         self.outcome = outcome
-        self.termination: TerminationReason | None = outcome.termination
         self.output_truncated = output_truncated
 
+    @property
+    def termination(self) -> TerminationReason | None:
+        """Why statewait interrupted the child; None if it exited by itself."""
+        return self.outcome.termination
+
     def check_returncode(self) -> None:
-        """Raise if the run was interrupted or failed (what check=True does).
+        """Raise if the child was interrupted or exited with a non-zero status.
 
         Raises:
-            ProcessTimedOut: the timeout interrupted the child.
-            ProcessCancelled: a cancellation interrupted the child.
-            subprocess.CalledProcessError: it exited by itself with a
-                non-zero status.
+            ProcessTimedOut: it ran past the timeout (abandoned or not).
+            ProcessCancelled: the wait was cancelled (abandoned or not).
+            subprocess.CalledProcessError: it exited non-zero by itself.
         """
-        if self.termination is TerminationReason.TIMEOUT:
-            raise ProcessTimedOut(self.args, self.outcome, self.stdout, self.stderr)
-        if self.termination is TerminationReason.CANCELLED:
-            raise ProcessCancelled(self.args, self.outcome, self.stdout, self.stderr)
+        outcome = self.outcome
+        if outcome.termination is TerminationReason.TIMEOUT:
+            raise ProcessTimedOut(self.args, outcome, self.stdout, self.stderr)
+        if outcome.termination is TerminationReason.CANCELLED:
+            raise ProcessCancelled(self.args, outcome, self.stdout, self.stderr)
         super().check_returncode()
 
+    def __repr__(self) -> str:
+        fields: dict[str, object] = {"args": self.args, "returncode": self.returncode}
+        if self.termination is not None:
+            fields["termination"] = self.termination
+        for name in ("stdout", "stderr"):
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
+        if self.output_truncated:
+            fields["output_truncated"] = True
+        shown = ", ".join(f"{name}={value!r}" for name, value in fields.items())
+        return f"{type(self).__name__}({shown})"
 
-def decode_output(data: bytes, *, truncated: bool, encoding: str | None, errors: str | None) -> str:
-    """Captured bytes as text, as subprocess's text mode reads them.
 
-    Universal newlines: "\\r\\n" and "\\r" become "\\n". When the oldest bytes
-    were dropped, the cut may have split a character: up to 3 leading bytes
-    that do not decode are dropped too.
+@dataclass
+class RunRequest:
+    """A run's checked arguments, ready to spawn and wait."""
 
-    Args:
-        data: the bytes.
-        truncated: whether the oldest bytes were dropped.
-        encoding: the encoding; None for the locale's (as subprocess).
-        errors: the error handler; None for "strict".
+    options: WaitOptions
+    drain: float | None
+    limit: int | None
+    codec: Codec | None
+    #: What to write to stdin (then closed); None when stdin is not a pipe for input.
+    input: bytes | None
+    stdout: int | IO[Any] | None
+    stderr: int | IO[Any] | None
+    popen_kwargs: dict[str, Any]
+
+    def output(self, data: bytes | None, truncated: bool) -> bytes | str | None:
+        """Captured bytes as run() returns them: decoded in text mode."""
+        if data is None or self.codec is None:
+            return data
+        return self.codec.decode(data, truncated)
+
+
+def prepare_run(
+    args: Any,
+    *,
+    timeout: Duration | None,
+    interrupt_grace: Duration,
+    cancellation: Cancellation,
+    poll_interval: Duration,
+    abandon_after: Duration | None,
+    input: object,
+    capture_output: bool,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    text: bool,
+    encoding: str | None,
+    errors: str | None,
+    output_limit: int | None,
+    io_drain_timeout: Duration | None,
+    soft_interrupt: SignalCallback | None,
+    hard_kill: SignalCallback | None,
+    popen_kwargs: dict[str, Any],
+) -> RunRequest:
+    """Check every argument of a run before anything is started.
 
     Raises:
-        UnicodeDecodeError: the bytes do not decode (with errors="strict").
+        TypeError, ValueError: a bad argument, named with its value.
     """
-    codec = text_encoding(encoding)
-    handler = errors or "strict"
-    for skip in range(4 if truncated else 1):
-        try:
-            text = data[skip:].decode(codec, handler)
-            break
-        except UnicodeDecodeError:
-            if skip == (3 if truncated else 0):
-                raise
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    durations: dict[str, Any] = {
+        "timeout": timeout,
+        "poll_interval": poll_interval,
+        "interrupt_grace": interrupt_grace,
+        "abandon_after": abandon_after,
+    }
+    # WaitOptions takes any Duration and stores float seconds (its fields are
+    # typed as stored); it validates each one and names it in the error.
+    options = WaitOptions(cancellation=cancellation, **durations)
+    drain = check_duration("io_drain_timeout", io_drain_timeout, optional=True)
+    limit = check_output_limit(output_limit)
+    check_callbacks(soft_interrupt=soft_interrupt, hard_kill=hard_kill)
+    if isinstance(args, Sequence) and not isinstance(args, (str, bytes)) and not args:
+        raise ValueError("args must name a program to run, got an empty sequence")
+    codec = text_codec(text, encoding, errors, popen_kwargs)
+    data = input_bytes(input, codec)
+    if data is not None:
+        if popen_kwargs.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        popen_kwargs["stdin"] = subprocess.PIPE
+    if capture_output:
+        if stdout is not None or stderr is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        stdout = stderr = subprocess.PIPE
+
+    return RunRequest(options, drain, limit, codec, data, stdout, stderr, popen_kwargs)
 
 
-def text_encoding(encoding: str | None) -> str:
-    """The encoding text mode uses: `encoding`, else the locale's (as subprocess)."""
-    return codecs.lookup(encoding or locale.getpreferredencoding(False)).name
+def check_output_limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"output_limit must be a number of bytes (int) or None, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if value <= 0:
+        raise ValueError(f"output_limit must be > 0 bytes, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How text mode encodes the input and decodes the output."""
+
+    encoding: str
+    errors: str
+
+    def encode(self, text: str) -> bytes:
+        return text.encode(self.encoding, self.errors)
+
+    def decode(self, data: bytes, truncated: bool) -> str:
+        """Decode with universal newlines, as subprocess.run(text=True) does."""
+        if truncated:
+            data = self._skip_cut_character(data)
+        return data.decode(self.encoding, self.errors).replace("\r\n", "\n").replace("\r", "\n")
+
+    def _skip_cut_character(self, data: bytes) -> bytes:
+        # output_limit keeps the newest bytes, so the oldest kept one may be
+        # the middle of a multi-byte character: drop those few bytes rather
+        # than fail (errors="strict") or start with U+FFFD.
+        for skip in range(min(_MAX_CHAR_BYTES, len(data))):
+            decoder = codecs.getincrementaldecoder(self.encoding)("strict")
+            try:
+                decoder.decode(data[skip : skip + 4 * _MAX_CHAR_BYTES])
+            except UnicodeDecodeError:
+                continue
+            return data[skip:]
+        return data  # not a cut character but bad data: the caller's errors= decides
+
+
+def text_codec(
+    text: bool, encoding: str | None, errors: str | None, popen_kwargs: dict[str, Any]
+) -> Codec | None:
+    """The codec of text mode, or None in binary mode (subprocess's rules)."""
+    universal_newlines = popen_kwargs.pop("universal_newlines", None)
+    if text and universal_newlines is not None and not universal_newlines:
+        raise ValueError("text=True and universal_newlines=False disagree; pass one or the other")
+    for name, value in (("encoding", encoding), ("errors", errors)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str or None, got {value!r}")
+    if not (text or universal_newlines or encoding or errors):
+        return None
+    if encoding is None:
+        encoding = locale.getpreferredencoding(False)  # as subprocess: UTF-8 in UTF-8 mode
+    try:
+        codecs.lookup(encoding)
+        codecs.lookup_error(errors or "strict")
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding or error handler: {exc}") from None
+    return Codec(encoding, errors or "strict")
+
+
+def input_bytes(value: object, codec: Codec | None) -> bytes | None:
+    if value is None:
+        return None
+    if codec is not None:
+        if not isinstance(value, str):
+            raise TypeError(f"input must be a str in text mode, got {type(value).__name__}")
+        return codec.encode(value)
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(
+        f"input must be bytes-like (or a str with text=True), got {type(value).__name__}"
+    )
+
+
+class Capture:
+    """The bytes read from one output pipe, or only the newest `limit` of them."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+        #: Older bytes were dropped to respect the limit.
+        self.truncated = False
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._limit is not None and self._size > self._limit:
+            self._drop(self._size - self._limit)
+
+    def _drop(self, excess: int) -> None:
+        # 0 < limit < size, so the oldest chunks cover `excess` and one remains.
+        self.truncated = True
+        self._size -= excess
+        chunks = self._chunks
+        while excess >= len(chunks[0]):
+            excess -= len(chunks.popleft())
+        if excess:
+            chunks[0] = chunks[0][excess:]
+
+    def take(self) -> bytes:
+        """All the kept bytes, as one object (the chunks are released)."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data

@@ -21,31 +21,22 @@
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import fcntl
-import locale
 import os
 import selectors
 import subprocess
 import threading
-from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 from ._cancel import CancelToken
 from ._child import spawn
-from ._errors import ProcessCancelled, ProcessTimedOut
 from ._options import (
     Cancellation,
     Duration,
-    TerminationReason,
-    WaitOptions,
-    WaitOutcome,
-    check_duration,
 )
-from ._real import SignalCallback, check_callbacks, wait_for_child
+from ._real import SignalCallback, wait_for_child
+from ._result import Capture, RunResult, prepare_run
 from ._signals import kill_group
 from ._wait import WaitEvent
 
@@ -60,77 +51,11 @@ _PIPE_SIZE = 1 << 20
 #: Bytes asked for per read: one read empties a full pipe.
 _READ_SIZE = _PIPE_SIZE
 
-#: How far into captured text a character cut in two by output_limit may
-#: reach: no codec Python ships has longer characters.
-_MAX_CHAR_BYTES = 4
-
 #: The selector: poll(2) needs no descriptor of its own (epoll does) and has
 #: no FD_SETSIZE limit (select does).
 _Selector: type[selectors.BaseSelector] = getattr(
     selectors, "PollSelector", selectors.SelectSelector
 )
-
-
-class RunResult(subprocess.CompletedProcess[Any]):
-    """What run() returns: a subprocess.CompletedProcess with the wait's outcome.
-
-    Attributes:
-        args: the program and arguments, as given.
-        returncode: Popen's convention (-N: killed by signal N); None only
-            when the wait was abandoned (``outcome.abandoned``).
-        stdout: the captured output (bytes, or str in text mode), or None if
-            it was not captured.
-        stderr: likewise.
-        outcome: the WaitOutcome: termination, elapsed, interrupted_at,
-            killed_at, abandoned.
-        output_truncated: output_limit dropped older bytes of stdout or stderr.
-    """
-
-    def __init__(
-        self,
-        args: Any,
-        outcome: WaitOutcome,
-        stdout: Any = None,
-        stderr: Any = None,
-        *,
-        output_truncated: bool = False,
-    ) -> None:
-        # returncode is None only if the wait was abandoned (typeshed says int).
-        super().__init__(args, outcome.returncode, stdout, stderr)  # type: ignore[arg-type]
-        self.outcome = outcome
-        self.output_truncated = output_truncated
-
-    @property
-    def termination(self) -> TerminationReason | None:
-        """Why statewait interrupted the child; None if it exited by itself."""
-        return self.outcome.termination
-
-    def check_returncode(self) -> None:
-        """Raise if the child was interrupted or exited with a non-zero status.
-
-        Raises:
-            ProcessTimedOut: it ran past the timeout (abandoned or not).
-            ProcessCancelled: the wait was cancelled (abandoned or not).
-            subprocess.CalledProcessError: it exited non-zero by itself.
-        """
-        outcome = self.outcome
-        if outcome.termination is TerminationReason.TIMEOUT:
-            raise ProcessTimedOut(self.args, outcome, self.stdout, self.stderr)
-        if outcome.termination is TerminationReason.CANCELLED:
-            raise ProcessCancelled(self.args, outcome, self.stdout, self.stderr)
-        super().check_returncode()
-
-    def __repr__(self) -> str:
-        fields: dict[str, object] = {"args": self.args, "returncode": self.returncode}
-        if self.termination is not None:
-            fields["termination"] = self.termination
-        for name in ("stdout", "stderr"):
-            if getattr(self, name) is not None:
-                fields[name] = getattr(self, name)
-        if self.output_truncated:
-            fields["output_truncated"] = True
-        shown = ", ".join(f"{name}={value!r}" for name, value in fields.items())
-        return f"{type(self).__name__}({shown})"
 
 
 def run(
@@ -233,32 +158,29 @@ def run(
         BaseException: an exception raised while waiting, re-raised once the
             child was reaped.
     """
-    durations: dict[str, Any] = {
-        "timeout": timeout,
-        "poll_interval": poll_interval,
-        "interrupt_grace": interrupt_grace,
-        "abandon_after": abandon_after,
-    }
-    # WaitOptions takes any Duration and stores float seconds (its fields are
-    # typed as stored); it validates each one and names it in the error.
-    options = WaitOptions(cancellation=cancellation, **durations)
-    drain = check_duration("io_drain_timeout", io_drain_timeout, optional=True)
-    limit = _check_output_limit(output_limit)
-    check_callbacks(soft_interrupt=soft_interrupt, hard_kill=hard_kill)
-    if isinstance(args, Sequence) and not isinstance(args, (str, bytes)) and not args:
-        raise ValueError("args must name a program to run, got an empty sequence")
-    codec = _text_codec(text, encoding, errors, popen_kwargs)
-    data = _input_bytes(input, codec)
-    if data is not None:
-        if popen_kwargs.get("stdin") is not None:
-            raise ValueError("stdin and input arguments may not both be used")
-        popen_kwargs["stdin"] = subprocess.PIPE
-    if capture_output:
-        if stdout is not None or stderr is not None:
-            raise ValueError("stdout and stderr arguments may not be used with capture_output")
-        stdout = stderr = subprocess.PIPE
-
-    child: subprocess.Popen[bytes] = spawn(args, stdout=stdout, stderr=stderr, **popen_kwargs)
+    request = prepare_run(
+        args,
+        timeout=timeout,
+        interrupt_grace=interrupt_grace,
+        cancellation=cancellation,
+        poll_interval=poll_interval,
+        abandon_after=abandon_after,
+        input=input,
+        capture_output=capture_output,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        encoding=encoding,
+        errors=errors,
+        output_limit=output_limit,
+        io_drain_timeout=io_drain_timeout,
+        soft_interrupt=soft_interrupt,
+        hard_kill=hard_kill,
+        popen_kwargs=popen_kwargs,
+    )
+    child: subprocess.Popen[bytes] = spawn(
+        args, stdout=request.stdout, stderr=request.stderr, **request.popen_kwargs
+    )
     supervised = False
 
     def note_start(event: WaitEvent) -> None:
@@ -267,11 +189,20 @@ def run(
 
     pump: _Pump | None = None
     try:
-        pump = _Pump(child, data or b"", limit, widen="pipesize" not in popen_kwargs)
-        outcome = wait_for_child(
-            child, options, soft_interrupt=soft_interrupt, hard_kill=hard_kill, observer=note_start
+        pump = _Pump(
+            child,
+            request.input or b"",
+            request.limit,
+            widen="pipesize" not in request.popen_kwargs,
         )
-        pump.drain(drain)
+        outcome = wait_for_child(
+            child,
+            request.options,
+            soft_interrupt=soft_interrupt,
+            hard_kill=hard_kill,
+            observer=note_start,
+        )
+        pump.drain(request.drain)
     except BaseException:
         if pump is not None:
             pump.stop()
@@ -281,7 +212,7 @@ def run(
     pump.stop()
     pump.raise_failure()
 
-    out, err = (pump.output(name, codec) for name in ("stdout", "stderr"))
+    out, err = (request.output(*pump.captured(name)) for name in ("stdout", "stderr"))
     result = RunResult(child.args, outcome, out, err, output_truncated=pump.truncated)
     if check:
         result.check_returncode()
@@ -302,120 +233,6 @@ def _stop_unsupervised(child: subprocess.Popen[Any]) -> None:
     child.wait()
 
 
-def _check_output_limit(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"output_limit must be a number of bytes (int) or None, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    if value <= 0:
-        raise ValueError(f"output_limit must be > 0 bytes, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class _Codec:
-    """How text mode encodes the input and decodes the output."""
-
-    encoding: str
-    errors: str
-
-    def encode(self, text: str) -> bytes:
-        return text.encode(self.encoding, self.errors)
-
-    def decode(self, data: bytes, truncated: bool) -> str:
-        """Decode with universal newlines, as subprocess.run(text=True) does."""
-        if truncated:
-            data = self._skip_cut_character(data)
-        return data.decode(self.encoding, self.errors).replace("\r\n", "\n").replace("\r", "\n")
-
-    def _skip_cut_character(self, data: bytes) -> bytes:
-        # output_limit keeps the newest bytes, so the oldest kept one may be
-        # the middle of a multi-byte character: drop those few bytes rather
-        # than fail (errors="strict") or start with U+FFFD.
-        for skip in range(min(_MAX_CHAR_BYTES, len(data))):
-            decoder = codecs.getincrementaldecoder(self.encoding)("strict")
-            try:
-                decoder.decode(data[skip : skip + 4 * _MAX_CHAR_BYTES])
-            except UnicodeDecodeError:
-                continue
-            return data[skip:]
-        return data  # not a cut character but bad data: the caller's errors= decides
-
-
-def _text_codec(
-    text: bool, encoding: str | None, errors: str | None, popen_kwargs: dict[str, Any]
-) -> _Codec | None:
-    """The codec of text mode, or None in binary mode (subprocess's rules)."""
-    universal_newlines = popen_kwargs.pop("universal_newlines", None)
-    if text and universal_newlines is not None and not universal_newlines:
-        raise ValueError("text=True and universal_newlines=False disagree; pass one or the other")
-    for name, value in (("encoding", encoding), ("errors", errors)):
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"{name} must be a str or None, got {value!r}")
-    if not (text or universal_newlines or encoding or errors):
-        return None
-    if encoding is None:
-        encoding = locale.getpreferredencoding(False)  # as subprocess: UTF-8 in UTF-8 mode
-    try:
-        codecs.lookup(encoding)
-        codecs.lookup_error(errors or "strict")
-    except LookupError as exc:
-        raise ValueError(f"unknown encoding or error handler: {exc}") from None
-    return _Codec(encoding, errors or "strict")
-
-
-def _input_bytes(value: object, codec: _Codec | None) -> bytes | None:
-    if value is None:
-        return None
-    if codec is not None:
-        if not isinstance(value, str):
-            raise TypeError(f"input must be a str in text mode, got {type(value).__name__}")
-        return codec.encode(value)
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(
-        f"input must be bytes-like (or a str with text=True), got {type(value).__name__}"
-    )
-
-
-class _Capture:
-    """The bytes read from one output pipe, or only the newest `limit` of them."""
-
-    def __init__(self, limit: int | None) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._limit = limit
-        #: Older bytes were dropped to respect the limit.
-        self.truncated = False
-
-    def add(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._limit is not None and self._size > self._limit:
-            self._drop(self._size - self._limit)
-
-    def _drop(self, excess: int) -> None:
-        # 0 < limit < size, so the oldest chunks cover `excess` and one remains.
-        self.truncated = True
-        self._size -= excess
-        chunks = self._chunks
-        while excess >= len(chunks[0]):
-            excess -= len(chunks.popleft())
-        if excess:
-            chunks[0] = chunks[0][excess:]
-
-    def take(self) -> bytes:
-        """All the kept bytes, as one object (the chunks are released)."""
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
-
-
 class _Feed:
     """The input still to be written to the child's stdin."""
 
@@ -434,7 +251,7 @@ class _Pump:
     def __init__(
         self, child: subprocess.Popen[bytes], data: bytes, limit: int | None, *, widen: bool
     ) -> None:
-        self._captures: dict[str, _Capture] = {}
+        self._captures: dict[str, Capture] = {}
         self._files: list[IO[bytes]] = []
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -475,7 +292,7 @@ class _Pump:
             if name == "stdin":
                 selector.register(stream, selectors.EVENT_WRITE, _Feed(data))
             else:
-                capture = self._captures[name] = _Capture(limit)
+                capture = self._captures[name] = Capture(limit)
                 selector.register(stream, selectors.EVENT_READ, capture)
         return len(selector.get_map()) > 1  # more than the stop descriptor
 
@@ -496,13 +313,13 @@ class _Pump:
         if self._failure is not None:
             raise self._failure
 
-    def output(self, name: str, codec: _Codec | None) -> bytes | str | None:
-        """What was captured from "stdout" or "stderr" (None if not captured)."""
+    def captured(self, name: str) -> tuple[bytes | None, bool]:
+        """What was captured from "stdout" or "stderr" (None if not captured),
+        and whether output_limit dropped older bytes of it."""
         capture = self._captures.get(name)
         if capture is None:
-            return None
-        data = capture.take()
-        return data if codec is None else codec.decode(data, capture.truncated)
+            return None, False
+        return capture.take(), capture.truncated
 
     @property
     def truncated(self) -> bool:
@@ -517,7 +334,7 @@ class _Pump:
             # The map always holds the stop descriptor; anything more is a pipe.
             while len(selector.get_map()) > 1 and not self._stop_token.cancelled:
                 for key, _ in selector.select():
-                    if isinstance(key.data, _Capture):
+                    if isinstance(key.data, Capture):
                         self._read(selector, key)
                     elif isinstance(key.data, _Feed):
                         self._write(selector, key)

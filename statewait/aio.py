@@ -42,9 +42,9 @@ from ._backends.waitid import ExitWatch, unwatch_exit, watch_exit
 from ._cancel import CancelToken, probe
 from ._child import ChildHandle, pidfd_of, release, spawn, verify_child
 from ._errors import ChildLostError
-from ._options import Cancellation, WaitOptions, WaitOutcome, check_duration
+from ._options import Cancellation, WaitOptions, WaitOutcome
 from ._real import check_arguments, signal_hooks
-from ._result import RunResult, decode_output, text_encoding
+from ._result import RunResult, prepare_run
 from ._signals import kill_group
 from ._wait import Observer, run_wait_async
 
@@ -216,70 +216,49 @@ async def run(
         BaseException: an exception raised while waiting (CancelledError
             included), re-raised after the child was escalated and reaped.
     """
-    options = WaitOptions(
+    request = prepare_run(
+        args,
         timeout=timeout,
+        interrupt_grace=interrupt_grace,
         cancellation=cancellation,
         poll_interval=poll_interval,
-        interrupt_grace=interrupt_grace,
         abandon_after=abandon_after,
+        input=input,
+        capture_output=capture_output,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        encoding=encoding,
+        errors=errors,
+        output_limit=output_limit,
+        io_drain_timeout=io_drain_timeout,
+        soft_interrupt=soft_interrupt,
+        hard_kill=hard_kill,
+        popen_kwargs=popen_kwargs,
     )
-    check_arguments(options, soft_interrupt=soft_interrupt, hard_kill=hard_kill)
-    drain = check_duration("io_drain_timeout", io_drain_timeout, optional=True)
-    limit = _check_output_limit(output_limit)
-    text = bool(text or encoding or errors or popen_kwargs.pop("universal_newlines", False))
-    if capture_output:
-        if stdout is not None or stderr is not None:
-            raise ValueError("stdout and stderr arguments may not be used with capture_output")
-        stdout = stderr = subprocess.PIPE
-    if input is not None:
-        if "stdin" in popen_kwargs:
-            raise ValueError("stdin and input arguments may not both be used")
-        popen_kwargs["stdin"] = subprocess.PIPE
-        if isinstance(input, str):
-            if not text:
-                raise TypeError("input must be bytes unless text, encoding or errors is given")
-            input = input.encode(text_encoding(encoding), errors or "strict")
     loop = asyncio.get_running_loop()
-    child = spawn(args, stdout=stdout, stderr=stderr, **popen_kwargs)
+    child = spawn(args, stdout=request.stdout, stderr=request.stderr, **request.popen_kwargs)
     try:
-        pipes = ChildPipes(loop, child, input, limit)
+        pipes = ChildPipes(loop, child, request.input, request.limit)
     except BaseException:
         kill_group(child)  # nothing supervises it yet: it must not outlive the failure
         child.wait()
         raise
     try:
         outcome = await wait_for_child(
-            child, options, soft_interrupt=soft_interrupt, hard_kill=hard_kill
+            child, request.options, soft_interrupt=soft_interrupt, hard_kill=hard_kill
         )
-        await pipes.drain(drain)
+        await pipes.drain(request.drain)
     finally:
         pipes.close()
     out, err = (
-        None
-        if capture is None
-        else decode_output(
-            bytes(capture.data), truncated=capture.truncated, encoding=encoding, errors=errors
-        )
-        if text
-        else bytes(capture.data)
+        None if capture is None else request.output(capture.buffer.take(), capture.buffer.truncated)
         for capture in (pipes.stdout, pipes.stderr)
     )
-    result = RunResult(args, out, err, outcome=outcome, output_truncated=pipes.truncated)
+    result = RunResult(child.args, outcome, out, err, output_truncated=pipes.truncated)
     if check:
         result.check_returncode()
     return result
-
-
-def _check_output_limit(value: object) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(
-            f"output_limit must be an int or None, got {value!r} ({type(value).__name__})"
-        )
-    if value < 0:
-        raise ValueError(f"output_limit must be >= 0 bytes, got {value!r}")
-    return value
 
 
 class _AsyncioChild:
