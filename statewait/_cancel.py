@@ -45,7 +45,6 @@ class CancelToken:
         self._lock = threading.Lock()
         self._read_fd: int | None = None
         self._write_fd: int | None = None
-        self._closed = False
         self._callbacks: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -98,14 +97,10 @@ class CancelToken:
         """A descriptor that becomes readable (and stays so) once cancelled.
 
         Created on first use and owned by the token: do not read from it or
-        close it; call `close()` when the token is no longer needed.
-
-        Raises:
-            ValueError: the token was closed.
+        close it; call `close()` when no wait uses the token any more (a token
+        used again after close() simply makes a new descriptor).
         """
         with self._lock:
-            if self._closed:
-                raise ValueError("the CancelToken is closed")
             if self._read_fd is None:
                 self._read_fd, self._write_fd = _new_wakeup_fds()
                 if self._event.is_set():
@@ -113,9 +108,12 @@ class CancelToken:
             return self._read_fd
 
     def close(self) -> None:
-        """Release the token's descriptor, if it has one. The flag keeps working."""
+        """Release the token's descriptor, if it has one. The token keeps working.
+
+        Do not close a token while a wait is blocked on it: its descriptor
+        would vanish under the wait.
+        """
         with self._lock:
-            self._closed = True
             fds = {self._read_fd, self._write_fd} - {None}
             self._read_fd = self._write_fd = None
         for fd in fds:

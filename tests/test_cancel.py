@@ -60,17 +60,34 @@ def test_CancelToken_cancel_from_another_thread_wakes_every_waiter() -> None:
     assert woke == [True] * 5
 
 
-def test_CancelToken_close_releases_the_descriptor_and_refuses_fileno() -> None:
+def test_CancelToken_close_releases_the_descriptor_and_the_token_keeps_working() -> None:
     before = len(os.listdir("/proc/self/fd"))
     token = CancelToken()
     token.fileno()
     assert len(os.listdir("/proc/self/fd")) == before + 1
     token.close()
     assert len(os.listdir("/proc/self/fd")) == before
-    with pytest.raises(ValueError, match="closed"):
-        token.fileno()
-    token.cancel()  # the flag keeps working
+    token.cancel()
     assert token.cancelled
+    with selectors.DefaultSelector() as sel:
+        sel.register(token.fileno(), selectors.EVENT_READ)  # a new descriptor, readable
+        assert len(sel.select(0)) == 1
+    token.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.real
+def test_wait_for_child_with_a_closed_token_still_cancels() -> None:
+    import statewait
+
+    token = CancelToken()
+    token.fileno()
+    token.close()
+    child = statewait.spawn(["sleep", "30"])
+    threading.Timer(0.1, token.cancel).start()
+    outcome = statewait.wait_for_child(child, statewait.WaitOptions(cancellation=token))
+    token.close()
+    assert (outcome.returncode, outcome.cancelled) == (-2, True)
 
 
 def test_CancelToken_dropped_without_close_does_not_leak() -> None:
