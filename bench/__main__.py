@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import idle, latency
+from . import idle, latency, scale, simulator
 from ._report import Table, machine
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -40,6 +40,16 @@ def _suites(quick: bool, seed: int) -> list[tuple[str, Callable[[], Table]]]:
         ("cancellation", lambda: latency.cancellation(n, seed)),
         ("timeout accuracy", lambda: latency.timeout_accuracy(n, seed)),
         ("idle cost", lambda: idle.idle_cost(0.3 if quick else 10.0)),
+        (
+            "scale",
+            lambda: scale.table(
+                20 if quick else 1000, spread=0.5 if quick else 4.0, repeat=1 if quick else 3
+            ),
+        ),
+        (
+            "simulator",
+            lambda: simulator.table(budget=0.2 if quick else 2.0, examples=50 if quick else 2000),
+        ),
     ]
 
 

@@ -63,6 +63,8 @@ from statewait import (
     spawn,
 )
 
+from ._report import Table
+
 #: The child: says it is ready, waits for the start, sleeps, records the time, exits.
 CHILD = """\
 import os, signal, sys, time
@@ -466,6 +468,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(names) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {sorted(unknown)}; known: {sorted(CONTENDERS)}")
+    results, plans = measure(
+        args.children,
+        names,
+        seed=args.seed,
+        spread=args.spread,
+        repeat=args.repeat,
+        timeout_every=args.timeout_every,
+        ignore_every=args.ignore_every,
+    )
+    print(report(results, plans, args.spread, args.repeat))
+    return 0 if all(r.matched == r.total for r in results) else 1
+
+
+def measure(
+    children: int,
+    names: Sequence[str] = tuple(CONTENDERS),
+    *,
+    seed: int = 6,
+    spread: float = 4.0,
+    repeat: int = 1,
+    timeout_every: int = 10,
+    ignore_every: int = 40,
+) -> tuple[list[Result], list[Plan]]:
+    """Run each contender (psutil only if installed), interleaved `repeat` times."""
+    names = list(names)
     if "psutil" in names:
         try:
             importlib.import_module("psutil")
@@ -473,18 +500,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("psutil is not installed: skipped (pip install -e '.[bench]')", file=sys.stderr)
             names.remove("psutil")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = args.children + 256
+    needed = children + 256
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-    plans = make_plans(args.children, args.seed, args.timeout_every, args.ignore_every, args.spread)
+    plans = make_plans(children, seed, timeout_every, ignore_every, spread)
     results = []
     with tempfile.TemporaryDirectory(prefix="statewait-bench-") as workdir:
-        for run in range(args.repeat):
+        for run in range(repeat):
             for name in names:
                 print(f"run {run + 1}: {name} ...", file=sys.stderr, flush=True)
                 results.append(run_contender(name, plans, Path(workdir)))
-    print(report(results, plans, args.spread, args.repeat))
-    return 0 if all(r.matched == r.total for r in results) else 1
+    return results, plans
+
+
+def table(children: int, *, spread: float, repeat: int) -> Table:
+    """The scale figures as one table for `python -m bench` (medians over the runs)."""
+    results, plans = measure(children, spread=spread, repeat=repeat)
+    out = Table(
+        f"Scale: {children} concurrent children",
+        [
+            "method",
+            "outcomes right",
+            "detect p50 (ms)",
+            "detect p99 (ms)",
+            "threads added",
+            "fds added",
+        ],
+    )
+    for name in dict.fromkeys(r.name for r in results):
+        runs = [r for r in results if r.name == name]
+        out.add(
+            {
+                "supervisor": "statewait Supervisor",
+                "aio": "statewait.aio",
+                "threads": "thread per child (wait_for_child)",
+                "psutil": "psutil.wait_procs",
+            }.get(name, name),
+            f"{sum(r.matched for r in runs)}/{sum(r.total for r in runs)}",
+            f"{statistics.median(percentile(r.detection_ms, 50) for r in runs):.2f}",
+            f"{statistics.median(percentile(r.detection_ms, 99) for r in runs):.2f}",
+            max(r.threads for r in runs),
+            max(r.fds for r in runs),
+        )
+    voluntary = sum(not p.times_out for p in plans)
+    out.notes.append(
+        f"{voluntary} children exit by themselves over {spread:g} s, "
+        f"{children - voluntary} time out (some ignore SIGINT and are killed); "
+        f"median of {repeat} interleaved run(s). fds include spawn()'s pidfd per child. "
+        "psutil.wait_procs has no timeouts: those children are killed afterwards."
+    )
+    return out
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def test_bench_quick_run_prints_every_table_and_writes_markdown(tmp_path: Path) 
         "Cancellation latency",
         "Timeout accuracy",
         "Idle cost",
+        "Scale: 20 concurrent children",
+        "Simulator throughput",
     ):
         assert title in done.stdout
         assert f"### {title}" in out.read_text()
