@@ -250,6 +250,14 @@ class _Request:
 
 
 def _parse(argv: Sequence[str]) -> _Request:
+    for token in argv:
+        if token == "--":
+            break  # the command starts here
+        # argparse drops a "--" given as an option's value (--timeout=--) and
+        # would run the command without the option: refuse it instead.
+        name, equals, value = token.partition("=")
+        if name.startswith("--") and equals and value == "--":
+            raise _UsageError(f"invalid value '--' for {name} (see 'statewait run --help')")
     args, unknown = _build_parser().parse_known_args(argv)
     if unknown:  # run's own options, before the command: the only place they can be
         raise _UsageError(

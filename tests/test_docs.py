@@ -51,3 +51,13 @@ def test_docs_example_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     exec(compile(code, where, "exec"), {"__name__": "__docs_example__"})
+
+
+def test_reliability_page_names_only_tests_that_exist() -> None:
+    page = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    references = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", page)
+    assert len(references) >= 30
+    for path, name in references:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} is gone"
+

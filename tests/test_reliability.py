@@ -9,12 +9,14 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+import statewait
 from statewait import (
     CancelToken,
     TerminationReason,
@@ -29,9 +31,11 @@ from statewait import (
 from .conftest import (
     DIES_ON_SIGINT,
     IGNORES_SIGINT,
+    Subreaper,
     child_script,
     close_pipes,
     open_fds,
+    rss_kib,
     settle_threads,
     start_ready,
     zombie_children,
@@ -272,21 +276,13 @@ def test_soak_10000_mixed_waits_leak_no_fds_threads_memory_or_zombies() -> None:
 
     for i in range(300):  # warm up: caches, lazily created objects
         one(i)
-    fds, threads, rss = open_fds(), threading.active_count(), _rss_kib()
+    fds, threads, rss = open_fds(), threading.active_count(), rss_kib()
     for i in range(10_000):
         one(i)
     assert open_fds() == fds
     assert settle_threads(threads) == threads
     assert zombie_children() == []
-    assert _rss_kib() - rss < 8 * 1024  # KiB: noise, not growth per wait
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    assert rss_kib() - rss < 8 * 1024  # KiB: noise, not growth per wait
 
 
 def test_dies_on_sigint_child_script_is_what_the_tests_assume() -> None:
@@ -295,3 +291,34 @@ def test_dies_on_sigint_child_script_is_what_the_tests_assume() -> None:
     os.kill(child.pid, signal.SIGINT)
     assert child.wait(timeout=10) == -signal.SIGINT
     close_pipes(child)
+
+
+def test_grandchild_that_leaves_the_group_and_holds_the_pipe_costs_only_the_drain(
+    subreaper: Subreaper,
+) -> None:
+    # The grandchild calls setsid(): no group signal reaches it, by design; run()
+    # must still return, about io_drain_timeout after the child's exit.
+    script = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.2)\n"
+        "print('hi', flush=True)\n"
+    )
+    started = time.monotonic()
+    result = statewait.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, io_drain_timeout=0.5
+    )
+    took = time.monotonic() - started
+    grandchild_line, last = result.stdout.split()
+    grandchild = int(grandchild_line)
+    try:
+        assert (result.returncode, last) == (0, "hi")
+        assert took < 10  # not the grandchild's 60 s
+        assert os.getsid(grandchild) == grandchild  # it really left the group
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+        subreaper.wait_for(grandchild)

@@ -30,6 +30,7 @@ from .conftest import (
     TRAPS_SIGINT_EXITS_42_AFTER_100MS,
     child_script,
     open_fds,
+    rss_kib,
     settle_threads,
     signals_held,
     zombie_children,
@@ -440,14 +441,17 @@ def test_run_KeyboardInterrupt_escalates_reaps_and_leaks_no_thread_or_fd() -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_run_2000_sequential_calls_with_capture_leak_no_fds_threads_or_zombies() -> None:
-    fds, threads = open_fds(), threading.active_count()
+def test_run_2000_sequential_calls_with_capture_leak_no_fds_threads_memory_or_zombies() -> None:
+    for i in range(100):  # warm up: lazily created objects, allocator pools
+        run(["cat"], input=b"%d" % i, capture_output=True, timeout=30)
+    fds, threads, rss = open_fds(), threading.active_count(), rss_kib()
     for i in range(2000):
         result = run(["cat"], input=b"%d" % i, capture_output=True, timeout=30)
         assert result.stdout == b"%d" % i
     assert open_fds() == fds
     assert settle_threads(threads) == threads
     assert zombie_children() == []
+    assert rss_kib() - rss < 8 * 1024  # KiB: noise, not growth per call
 
 
 def test_run_works_from_a_thread_that_is_not_the_main_one() -> None:
