@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,53 @@ def test_reliability_page_names_only_tests_that_exist() -> None:
         source = (ROOT / path).read_text(encoding="utf-8")
         assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} is gone"
 
+
+_CONSOLE = re.compile(r"^```console\n(.*?)^```\s*$", re.S | re.M)
+
+
+def _console_sessions() -> list[object]:
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in _CONSOLE.finditer(text):
+            if "^C" in match.group(1):
+                continue  # a Ctrl-C typed at a terminal: shown, not replayable
+            line = text.count("\n", 0, match.start()) + 2
+            name = f"{page.relative_to(ROOT)}:{line}"
+            found.append(pytest.param(match.group(1), id=name))
+    return found
+
+
+@pytest.mark.real
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("session", _console_sessions())
+def test_docs_console_session_replays(session: str, tmp_path: Path) -> None:
+    """Each `$ command` runs; its output and `echo $?` must read as shown."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    status = 0
+    command: str | None = None
+    expected: list[str] = []
+
+    def check() -> int:
+        if command is None:
+            return status
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert (done.stdout + done.stderr).splitlines() == expected, command
+        return done.returncode
+
+    for line in session.splitlines():
+        if line.startswith("$ echo $?"):
+            status = check()
+            command, expected = None, []
+            continue
+        if line.startswith("$ "):
+            status = check()
+            command, expected = line[2:], []
+            continue
+        if command is None:  # the output of `echo $?`
+            assert line == str(status), f"exit status {status}, the page says {line}"
+        else:
+            expected.append(line)
+    check()
