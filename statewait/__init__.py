@@ -29,7 +29,8 @@ from ._errors import (
 from ._machine import WaitState
 from ._options import TerminationReason, WaitOptions, WaitOutcome
 from ._real import wait_for_child
-from ._run import RunResult, run
+from ._result import RunResult
+from ._run import run
 from ._signals import interrupt_group, kill_group, signal_group
 from ._supervisor import Supervisor
 from ._wait import WaitEvent
