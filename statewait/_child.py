@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import subprocess
@@ -27,12 +28,45 @@ from typing import Any, NoReturn, Protocol
 
 from ._errors import ChildLostError
 
-__all__ = ["ChildHandle", "ChildLostError", "pidfd_of", "release", "spawn", "verify_child"]
+__all__ = [
+    "ChildHandle",
+    "ChildLostError",
+    "pidfd_of",
+    "pidfds_usable",
+    "release",
+    "spawn",
+    "verify_child",
+]
 
 logger = logging.getLogger("statewait")
 
-#: pidfd_open and P_PIDFD exist on Linux >= 5.3 (and Python >= 3.9).
-HAVE_PIDFD = hasattr(os, "pidfd_open")
+
+@functools.cache
+def pidfds_usable() -> bool:
+    """Whether statewait can keep and use pidfds here.
+
+    That takes pidfd_open(2) (Linux >= 5.3) and waitid(P_PIDFD) (Linux >= 5.4),
+    which proves a kept pidfd still names an unreaped child. Probed once, on
+    this process's own pidfd: a kernel with P_PIDFD answers ECHILD (we are not
+    our own child), Linux 5.3 answers EINVAL.
+    """
+    if not hasattr(os, "pidfd_open") or not hasattr(os, "P_PIDFD"):
+        return False
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as exc:
+        # No pidfds at all (old kernel, seccomp sandbox) -- or none to spare
+        # right now (EMFILE), which says nothing against the kernel.
+        return exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL)
+    try:
+        os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return True
+    except OSError as exc:
+        return exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EPERM)
+    finally:
+        os.close(fd)
+    return True
 
 
 class ChildHandle(Protocol):
@@ -103,7 +137,7 @@ def _adopt(child: ChildHandle) -> int | None:
     Raises:
         ProcessLookupError: no process has the child's pid.
     """
-    if not HAVE_PIDFD:
+    if not pidfds_usable():
         return None
     try:
         fd = os.pidfd_open(child.pid)

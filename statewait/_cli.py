@@ -249,15 +249,39 @@ class _Request:
     json: bool
 
 
-def _parse(argv: Sequence[str]) -> _Request:
-    for token in argv:
-        if token == "--":
-            break  # the command starts here
-        # argparse drops a "--" given as an option's value (--timeout=--) and
-        # would run the command without the option: refuse it instead.
+#: The options of `statewait run` that take a value (the next word, or after "=").
+_VALUE_OPTIONS = (
+    "--timeout",
+    "--grace",
+    "--signal",
+    "--kill-signal",
+    "--abandon-after",
+    "--poll-interval",
+)
+
+
+def _refuse_dashdash_values(argv: Sequence[str]) -> None:
+    """Refuse "--" as the value of one of statewait's own options.
+
+    argparse drops a "--" given as an option's value (--timeout=--) and would
+    run the command without the option. Only statewait's own options are
+    looked at: they end at "--" or at the command's first word, and what
+    follows belongs to the command, whatever it looks like.
+    """
+    words = iter(argv[1:] if argv[:1] == ["run"] else argv)
+    for token in words:
+        if token == "--" or not token.startswith("-"):
+            return  # the command starts here
         name, equals, value = token.partition("=")
-        if name.startswith("--") and equals and value == "--":
-            raise _UsageError(f"invalid value '--' for {name} (see 'statewait run --help')")
+        if equals:
+            if value == "--":
+                raise _UsageError(f"invalid value '--' for {name} (see 'statewait run --help')")
+        elif len(name) > 2 and any(option.startswith(name) for option in _VALUE_OPTIONS):
+            next(words, None)  # its value (argparse accepts unambiguous prefixes)
+
+
+def _parse(argv: Sequence[str]) -> _Request:
+    _refuse_dashdash_values(argv)
     args, unknown = _build_parser().parse_known_args(argv)
     if unknown:  # run's own options, before the command: the only place they can be
         raise _UsageError(

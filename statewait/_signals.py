@@ -38,8 +38,10 @@ def signal_group(child: ChildHandle, sig: int) -> None:
 
     Raises:
         UnsafeSignalError: the target group would be pgid 0, 1 or the caller's own.
-        ChildLostError: the child was reaped outside its Popen, so its pid may
-            name a stranger; nothing was sent.
+        ChildLostError: the child, which has no kept pidfd, was reaped
+            outside its Popen, so its pid may name a stranger; nothing was
+            sent. (A child from spawn() reaped that way is signalled nothing,
+            silently: its kept pidfd names the dead child, not the pid.)
     """
     if child.returncode is not None:
         return  # reaped: its pid may already be somebody else's

@@ -326,7 +326,7 @@ def test_aio_asyncio_process_without_pidfd_learns_the_exit_from_asyncio(
 
 
 needs_pidfd = pytest.mark.skipif(
-    "pidfd" not in available_backends(), reason="needs pidfd (Linux >= 5.3)"
+    "pidfd" not in available_backends(), reason="needs pidfd (Linux >= 5.4)"
 )
 
 

@@ -247,6 +247,57 @@ def test_main_missing_command_exits_125(
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "sh", "-c", "printf '%s\\n' \"$@\"", "sh", "--timeout=--", "--x=--", "--"],
+        [
+            "run",
+            "--timeout",
+            "5",
+            "--json",
+            "sh",
+            "-c",
+            "printf '%s\\n' \"$@\"",
+            "sh",
+            "--timeout=--",
+            "--x=--",
+            "--",
+        ],
+        [
+            "run",
+            "--time",
+            "5",
+            "--",
+            "sh",
+            "-c",
+            "printf '%s\\n' \"$@\"",
+            "sh",
+            "--timeout=--",
+            "--x=--",
+            "--",
+        ],
+    ],
+)
+def test_main_the_commands_own_arguments_are_never_taken_for_statewaits(
+    capfd: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # Without "--", the command starts at the first word that is not an option:
+    # what follows is its own, even "--timeout=--" or a lone "--".
+    assert main(argv) == 0
+    assert capfd.readouterr().out == "--timeout=--\n--x=--\n--\n"
+
+
+@pytest.mark.parametrize("option", ["--timeout=--", "--time=--", "--grace=--", "--signal=--"])
+def test_main_dashdash_as_the_value_of_its_own_option_exits_125_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    marker = tmp_path / "started"
+    assert main(["run", option, "touch", str(marker)]) == 125
+    assert capsys.readouterr().err.startswith(f"statewait: invalid value '--' for {option[:-3]}")
+    assert not marker.exists()
+
+
 def test_main_help_shows_examples_and_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out

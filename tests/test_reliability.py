@@ -27,6 +27,7 @@ from statewait import (
     spawn,
     wait_for_child,
 )
+from statewait._child import pidfds_usable
 
 from .conftest import (
     DIES_ON_SIGINT,
@@ -247,6 +248,41 @@ def test_spawn_without_a_descriptor_for_the_pidfd_still_starts_and_waits(
     assert open_fds() == before  # nothing kept
     outcome = wait_for_child(child, WaitOptions(timeout=0.1))  # waitid, then signals by pid
     assert (outcome.returncode, outcome.termination) == (-signal.SIGINT, TerminationReason.TIMEOUT)
+
+
+@pytest.fixture
+def linux_5_3(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A kernel with pidfd_open but without waitid(P_PIDFD), as Linux 5.3 is."""
+    real_waitid = os.waitid
+
+    def waitid(idtype: int, ident: int, options: int) -> object:
+        if idtype == os.P_PIDFD:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_waitid(idtype, ident, options)
+
+    monkeypatch.setattr(os, "waitid", waitid)
+    pidfds_usable.cache_clear()
+    yield
+    pidfds_usable.cache_clear()
+
+
+@pytest.mark.usefixtures("linux_5_3")
+def test_a_kernel_without_waitid_P_PIDFD_uses_no_pidfd_and_still_waits_and_signals() -> None:
+    assert available_backends() == ("waitid", "poll")
+    quick = spawn(["true"])
+    with pytest.raises(statewait.BackendUnavailable):
+        wait_for_child(quick, backend="pidfd")
+    assert wait_for_child(quick).returncode == 0
+    before = open_fds()
+    child = spawn(child_script("import time; time.sleep(30)"))
+    assert open_fds() == before  # no pidfd kept
+    outcome = wait_for_child(child, WaitOptions(timeout=0.1))  # waitid, then signals by pid
+    assert (outcome.returncode, outcome.termination) == (-signal.SIGINT, TerminationReason.TIMEOUT)
+    with statewait.Supervisor() as supervisor:
+        watched = supervisor.watch(spawn(["sh", "-c", "exit 4"]), WaitOptions(timeout=30))
+        assert watched.result(timeout=30).returncode == 4
+    assert open_fds() == before
+    assert zombie_children() == []
 
 
 @pytest.mark.slow

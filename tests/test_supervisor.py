@@ -392,7 +392,7 @@ def test_Supervisor_auto_polls_when_no_helper_thread_can_start(
 
 
 needs_pidfd = pytest.mark.skipif(
-    "pidfd" not in available_backends(), reason="needs pidfd (Linux >= 5.3)"
+    "pidfd" not in available_backends(), reason="needs pidfd (Linux >= 5.4)"
 )
 
 

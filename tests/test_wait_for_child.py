@@ -49,7 +49,7 @@ def _cancel_later(cancel: Any, delay: float) -> threading.Timer:
 
 
 needs_pidfd = pytest.mark.skipif(
-    "pidfd" not in available_backends(), reason="needs pidfd (Linux >= 5.3)"
+    "pidfd" not in available_backends(), reason="needs pidfd (Linux >= 5.4)"
 )
 
 

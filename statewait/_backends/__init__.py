@@ -1,7 +1,7 @@
 # Exit waiters for real children: one module per mechanism, and the one
 # function that picks one.
 #
-#   pidfd   Linux >= 5.3: poll(2) on the child's pidfd and the token's fd.
+#   pidfd   Linux >= 5.4: select(2) on the child's pidfd and the token's fd.
 #   waitid  any POSIX: a helper thread in waitid(WEXITED | WNOWAIT).
 #   poll    anywhere: Popen.poll() every poll_interval.
 #
@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import errno
-import functools
 import logging
 import os
 import subprocess
 from typing import Any, Protocol
 
 from .._cancel import CancelToken
+from .._child import pidfds_usable
 from .._errors import BackendUnavailable
 from .pidfd import PidfdWaiter
 from .polling import PollingWaiter
@@ -45,21 +44,10 @@ class RealWaiter(Protocol):
     def close(self) -> None: ...
 
 
-@functools.cache
-def _pidfd_works() -> bool:
-    if not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError as exc:
-        return exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL)
-    return True
-
-
 def available_backends() -> tuple[str, ...]:
     """The backends that work here, best first."""
     usable = {
-        "pidfd": _pidfd_works(),
+        "pidfd": pidfds_usable(),
         "waitid": hasattr(os, "waitid") and hasattr(os, "WNOWAIT"),
         "poll": True,
     }

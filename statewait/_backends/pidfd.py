@@ -1,4 +1,4 @@
-# The pidfd backend (Linux >= 5.3): the child's pidfd becomes readable when
+# The pidfd backend (Linux >= 5.4): the child's pidfd becomes readable when
 # the child exits, so one sleep over the pidfd and the CancelToken's
 # descriptor lasts until the exit, the cancellation or the slice's end.
 # No thread, no polling. Contract: wait until the child is reapable; then
