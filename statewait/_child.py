@@ -33,6 +33,7 @@ __all__ = [
     "ChildLostError",
     "pidfd_of",
     "pidfds_usable",
+    "reap",
     "release",
     "spawn",
     "verify_child",
@@ -184,6 +185,23 @@ def pidfd_of(child: ChildHandle) -> int | None:
     return fd
 
 
+#: waitid(2) flags that look at a child's exit without blocking or reaping.
+_LOOK = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
+
+def _exited(child: ChildHandle) -> bool:
+    """Whether the unreaped child has exited (is a zombie of ours).
+
+    Raises:
+        ChildProcessError: it is not a child of ours any more.
+    """
+    with _lock:
+        fd = _pidfds.get(child)
+    if fd is not None:
+        return os.waitid(os.P_PIDFD, fd, _LOOK) is not None
+    return os.waitid(os.P_PID, child.pid, _LOOK) is not None
+
+
 def verify_child(child: ChildHandle) -> None:
     """Check that the Popen still stands for a child of ours, not yet reaped.
 
@@ -192,22 +210,44 @@ def verify_child(child: ChildHandle) -> None:
     """
     if child.returncode is not None:
         return  # reaped by Popen itself: known and fine
-    with _lock:
-        fd = _pidfds.get(child)
     try:
-        if fd is not None:
-            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        else:
-            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        _exited(child)
     except ChildProcessError:
         _raise_lost(child)
 
 
-def _raise_lost(child: ChildHandle) -> NoReturn:
+def reap(child: subprocess.Popen[Any]) -> int | None:
+    """Reap the child through its Popen if it has exited; never blocks.
+
+    Popen reaps only a child that the kernel shows as an exited child of ours,
+    so the status Popen makes up for a child it cannot find (0) is never
+    reported as the child's.
+
+    Returns:
+        The child's returncode, or None while it runs.
+
+    Raises:
+        ChildLostError: the child was reaped behind Popen's back while it was
+            waited for (SIGCHLD ignored, a SIGCHLD handler, os.wait): its exit
+            status is lost. Popen is told it is gone (its returncode becomes
+            subprocess's meaningless 0), so nothing signals its pid again.
+    """
+    if child.returncode is not None:
+        return child.returncode
+    try:
+        exited = _exited(child)
+    except ChildProcessError:
+        child.poll()  # ECHILD: Popen marks it done; nothing may signal the pid now
+        _raise_lost(child, waited=True)
+    return child.wait() if exited else None
+
+
+def _raise_lost(child: ChildHandle, *, waited: bool = False) -> NoReturn:
+    when = " while it was waited for" if waited else ""
     raise ChildLostError(
         f"pid {child.pid} is not a child of this process any more: it was reaped outside "
-        "its Popen (os.wait/os.waitpid, a SIGCHLD handler, or SIGCHLD ignored), so its "
-        "exit status is lost; nothing was signalled"
+        f"its Popen{when} (os.wait/os.waitpid, a SIGCHLD handler, or SIGCHLD ignored), "
+        "so its exit status is lost; its pid is not signalled"
     )
 
 

@@ -41,8 +41,8 @@ from typing import Any, Literal
 from ._backends import BACKENDS, available_backends
 from ._backends.waitid import ExitWatch, unwatch_exit, watch_exit
 from ._cancel import WakeupFd, probe
-from ._child import pidfd_of, release, verify_child
-from ._errors import BackendUnavailable
+from ._child import pidfd_of, reap, release, verify_child
+from ._errors import BackendUnavailable, ChildLostError
 from ._machine import RUNNING, TERMINATING, WaitState
 from ._options import WaitOptions, WaitOutcome, check_duration, to_ns
 from ._real import SignalCallback, check_arguments, signal_hooks
@@ -447,16 +447,16 @@ class Supervisor:
         if watch not in self._live or wait is None:
             return  # a late message about a finished wait
         if request == "wake" and wait.wakes_on_cancel:
-            self._advance(watch, watch.child.poll())
+            self._advance(watch, self._look(watch))
         elif request == "stop" and wait.state is RUNNING:
             wait.stop()
-            self._advance(watch, watch.child.poll())
+            self._advance(watch, self._look(watch))
         elif request == "exit" and watch.exit_watch is not None:
             if watch.exit_watch.exited:
-                self._advance(watch, watch.child.wait())  # a zombie: returns at once
+                self._advance(watch, self._look(watch))  # a zombie: returns at once
             elif watch.exit_watch.failed is not None:
                 wait.polls_exit = True  # the helper failed: poll rather than hang
-                self._advance(watch, watch.child.poll())
+                self._advance(watch, self._look(watch))
 
     def _register(self, watch: _Watch) -> None:
         soft, hard = watch.hooks
@@ -481,17 +481,30 @@ class Supervisor:
         token = probe(watch.options.cancellation).token
         if token is not None:
             watch.unsubscribe = token._subscribe(lambda: self._post("wake", watch))
-        self._advance(watch, child.poll())  # the first look: the child may be gone already
+        self._advance(watch, self._look(watch))  # the first look: the child may be gone already
 
     def _exited(self, watch: _Watch) -> None:
         """Its pidfd is readable: the child exited (it stays readable: stop watching it)."""
         self._unselect(watch)
-        self._advance(watch, watch.child.wait())  # a zombie: returns at once
+        self._advance(watch, self._look(watch))  # a zombie: returns at once
 
     def _unselect(self, watch: _Watch) -> None:
         if watch.selected is not None:
             self._selector.unregister(watch.selected)
             watch.selected = None
+
+    @staticmethod
+    def _look(watch: _Watch) -> int | None:
+        """The child's returncode if it has exited (reaped now), else None.
+
+        A child reaped behind Popen's back fails its wait with ChildLostError,
+        once the wait has seen that it is gone."""
+        try:
+            return reap(watch.child)
+        except ChildLostError as exc:
+            assert watch.wait is not None, "only registered watches look"
+            watch.wait.interrupted(exc)
+            return watch.child.returncode
 
     def _advance(self, watch: _Watch, exit_status: int | None) -> None:
         """Step the wait with what is known now; look again at once for as long
@@ -500,7 +513,7 @@ class Supervisor:
         assert wait is not None, "only registered watches advance"
         wait.step(time.monotonic_ns(), exit_status)
         while not wait.done and wait.slice_ns == 0:
-            wait.step(time.monotonic_ns(), watch.child.poll())
+            wait.step(time.monotonic_ns(), self._look(watch))
         if wait.done:
             self._finish(watch)
         else:
@@ -535,7 +548,7 @@ class Supervisor:
                 continue
             watch.timer_seq = -1
             fired += 1
-            self._advance(watch, watch.child.poll())
+            self._advance(watch, self._look(watch))
 
     def _stop_all(self, state: WaitState) -> None:
         """stop() every live wait in `state`: RUNNING cancels, TERMINATING escalates."""
@@ -543,7 +556,7 @@ class Supervisor:
             wait = watch.wait
             if watch in self._live and wait is not None and wait.state is state:
                 wait.stop()
-                self._advance(watch, watch.child.poll())
+                self._advance(watch, self._look(watch))
 
     def _finish(self, watch: _Watch) -> None:
         self._live.discard(watch)

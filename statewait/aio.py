@@ -40,7 +40,7 @@ from typing import IO, Any, TypeVar
 from ._aio_pipes import ChildPipes
 from ._backends.waitid import ExitWatch, unwatch_exit, watch_exit
 from ._cancel import CancelToken, probe
-from ._child import ChildHandle, pidfd_of, release, spawn, verify_child
+from ._child import ChildHandle, pidfd_of, reap, release, spawn, verify_child
 from ._errors import ChildLostError
 from ._options import Cancellation, WaitOptions, WaitOutcome
 from ._real import check_arguments, signal_hooks
@@ -305,7 +305,7 @@ class _LoopWaiter:
         loop: asyncio.AbstractEventLoop,
         token: CancelToken | None,
         look: Callable[[], int | None],
-        status: Callable[[], Awaitable[int]],
+        status: Callable[[], Awaitable[int | None]],
     ) -> None:
         self._loop = loop
         self._token = token
@@ -338,10 +338,13 @@ class _LoopWaiter:
             verify_child(process)
             popen = process
 
-            async def reap() -> int:
-                return popen.wait()  # a zombie once the exit is known: returns at once
+            def look() -> int | None:
+                return reap(popen)  # ChildLostError if it was reaped behind Popen's back
 
-            waiter = cls(loop, token, popen.poll, reap)
+            async def status() -> int | None:
+                return reap(popen)  # a zombie once the exit is known: returns at once
+
+            waiter = cls(loop, token, look, status)
             try:
                 if popen.returncode is None and not waiter._watch_pidfd(popen):
                     waiter._watch_helper(popen)

@@ -234,6 +234,23 @@ def test_child_reaped_behind_popens_back_is_a_clear_error(wait: Waiter) -> None:
     child.wait()  # Popen's own answer to ECHILD (0), so it does not warn when dropped
 
 
+def test_child_reaped_behind_popens_back_during_the_wait_is_an_error_not_a_status(
+    wait: Waiter,
+) -> None:
+    # SIGCHLD ignored: the kernel reaps the child the moment it exits, and
+    # Popen would answer ECHILD with a made-up returncode of 0 -- a false pass.
+    child = spawn(child_script("import sys, time; time.sleep(0.3); sys.exit(3)"))
+    events: list[WaitEvent] = []
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pytest.raises(ChildLostError, match="while it was waited for"):
+            wait(child, WaitOptions(timeout=30), observer=events.append)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert kinds(events) == ["exception", "exit"]  # no signal went to its pid
+    assert child.returncode is not None  # Popen knows it is gone: nothing signals the pid
+
+
 def test_soft_interrupt_that_raises_is_escalated_reaped_and_reraised(wait: Waiter) -> None:
     child = start_ready(DIES_ON_SIGINT)
     sent: list[int] = []

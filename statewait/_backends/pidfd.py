@@ -16,7 +16,7 @@ import subprocess
 from typing import Any
 
 from .._cancel import CancelToken
-from .._child import pidfd_of
+from .._child import pidfd_of, reap
 
 __all__ = ["PidfdWaiter"]
 
@@ -67,7 +67,7 @@ class PidfdWaiter:
         else:
             poller = self._alone if token_fd is None else self._with_token
             ready = [fd for fd, _ in poller.poll(_millis(timeout_ns))]
-        return child.wait() if self._pidfd in ready else None  # a zombie: at once
+        return reap(child) if self._pidfd in ready else None  # a zombie: at once
 
     def close(self) -> None:
         """Nothing to release: the pidfd belongs to the child's record."""

@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 from .._cancel import CancelToken
+from .._child import reap
 from ._common import Waker
 
 __all__ = ["PollingWaiter"]
@@ -24,12 +25,12 @@ class PollingWaiter:
         self._waker = Waker(token)
 
     def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
-        returncode = self._child.poll()
+        returncode = reap(self._child)
         if returncode is not None or timeout_ns == 0:
             return returncode
         assert timeout_ns is not None, "a polled wait always has a slice"
         self._waker.sleep(timeout_ns, wake_on_cancel, lambda: False)
-        return self._child.poll()
+        return reap(self._child)
 
     def close(self) -> None:
         self._waker.close()

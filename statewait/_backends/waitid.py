@@ -19,6 +19,7 @@ import weakref
 from typing import Any, Protocol
 
 from .._cancel import CancelToken
+from .._child import reap
 from ._common import Waker
 
 __all__ = ["ExitListener", "ExitWatch", "WaitidWaiter", "unwatch_exit", "watch_exit"]
@@ -138,10 +139,10 @@ class WaitidWaiter:
         if self.polls:
             if timeout_ns != 0:
                 self._waker.sleep(timeout_ns, wake_on_cancel, lambda: False)
-            return child.poll()
+            return reap(child)
         if timeout_ns != 0 and not self._exited_now():
             self._waker.sleep(timeout_ns, wake_on_cancel, lambda: self._exited() or self.polls)
-        return child.wait() if self._exited_now() else None
+        return reap(child) if self._exited_now() else None
 
     def close(self) -> None:
         self._waker.close()
