@@ -355,8 +355,15 @@ class Wait(WaitModel):
 
     def _emit(self, kind: EventKind, detail: object) -> None:
         at = self.now - self.start
-        if self._observer is not None:
-            self._observer(WaitEvent(at, kind, self.state, detail))
+        observer = self._observer
+        if observer is not None:
+            try:
+                observer(WaitEvent(at, kind, self.state, detail))
+            except BaseException:
+                # Heard once, like any failure; an observer that fails on every
+                # event would otherwise fail the escalation's events too, for ever.
+                self._observer = None
+                raise
         if kind not in ("start", "wakeup") and logger.isEnabledFor(logging.DEBUG):
             shown = detail.value if isinstance(detail, TerminationReason) else detail
             logger.debug(

@@ -251,6 +251,24 @@ def test_child_reaped_behind_popens_back_during_the_wait_is_an_error_not_a_statu
     assert child.returncode is not None  # Popen knows it is gone: nothing signals the pid
 
 
+def test_observer_that_fails_on_every_event_is_escalated_reaped_and_reraised(
+    wait: Waiter,
+) -> None:
+    child = start_ready(DIES_ON_SIGINT)
+    calls: list[str] = []
+
+    def broken(event: WaitEvent) -> None:
+        calls.append(event.kind)
+        raise ZeroDivisionError(len(calls))
+
+    with pytest.raises(ZeroDivisionError) as raised:
+        wait(child, WaitOptions(timeout=30), observer=broken)
+    assert raised.value.args == (1,)  # the first failure, on "start"
+    assert calls == ["start"]  # not called again: its failures cannot loop the wait
+    assert child.returncode == -signal.SIGINT  # escalated like a cancellation, and reaped
+    close_pipes(child)
+
+
 def test_soft_interrupt_that_raises_is_escalated_reaped_and_reraised(wait: Waiter) -> None:
     child = start_ready(DIES_ON_SIGINT)
     sent: list[int] = []
