@@ -37,7 +37,7 @@ from statewait._machine import (
     WaitState,
 )
 from statewait._options import to_ns
-from statewait._wait import MIN_SLICE_NS, WaitEvent
+from statewait._wait import MAX_SLICE_NS, MIN_SLICE_NS, WaitEvent
 
 from ._format import seconds
 from ._scenario import ChildExit, Scenario
@@ -463,7 +463,7 @@ def _i7_termination(f: _Facts) -> Iterator[_Found]:
 
 
 def _i8_slices(f: _Facts) -> Iterator[_Found]:
-    poll_cap = max(f.poll, MIN_SLICE_NS)
+    poll_cap = min(max(f.poll, MIN_SLICE_NS), MAX_SLICE_NS)
     for sleep, state in f.sleeps:
         req = sleep.requested
         if req is not None and req < MIN_SLICE_NS:
@@ -479,12 +479,12 @@ def _i8_slices(f: _Facts) -> Iterator[_Found]:
                 f"in {state.name}, slept for {planned} while polling every {seconds(f.poll)} s",
             )
         # No needless wakeup: a slice lasts until the first thing it waits for
-        # (its state's deadline or the next poll), floor aside; with nothing
+        # (its state's deadline or the next poll), floor and one-day cap aside; with nothing
         # to wait for it has no limit.
         reasons = []
         deadline = f.deadline(state)
         if deadline is not None:
-            reasons.append(max(deadline - sleep.began, MIN_SLICE_NS))
+            reasons.append(min(max(deadline - sleep.began, MIN_SLICE_NS), MAX_SLICE_NS))
         if polled:
             reasons.append(poll_cap)
         if req is not None and (not reasons or req < min(reasons)):

@@ -79,7 +79,13 @@ def check_duration(
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float's range
+            raise ValueError(
+                f"{field} must be a finite number of seconds, got an int of "
+                f"{int(value).bit_length()} bits, past float's range"
+            ) from None
     else:
         expected = "seconds (int, float or timedelta)" + (" or None" if optional else "")
         raise TypeError(f"{field} must be {expected}, got {value!r} ({type(value).__name__})")
@@ -93,8 +99,13 @@ def check_duration(
 
 
 def to_ns(seconds: float) -> int:
-    """Convert validated seconds to integer nanoseconds (rounded to the nearest)."""
-    return round(seconds * _NS_PER_SECOND)
+    """Convert validated seconds to integer nanoseconds (rounded to the nearest).
+
+    Exact for any finite duration: past ~1e299 s the product overflows a float,
+    and the whole seconds are used (a fraction of a second no longer matters).
+    """
+    ns = seconds * _NS_PER_SECOND
+    return round(ns) if math.isfinite(ns) else int(seconds) * 1_000_000_000
 
 
 def _check_cancellation(value: object) -> None:

@@ -300,7 +300,8 @@ class _Pump:
     def drain(self, timeout: float | None) -> None:
         """Give the pipes up to `timeout` seconds (None: no limit) to finish."""
         if self._thread is not None:
-            self._thread.join(timeout)
+            # join() refuses timeouts past threading.TIMEOUT_MAX (~292 years).
+            self._thread.join(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
     def stop(self) -> None:
         """Make the thread stop and wait for it; it closes the pipes. Idempotent."""

@@ -47,7 +47,7 @@ from ._machine import RUNNING, TERMINATING, WaitState
 from ._options import WaitOptions, WaitOutcome, check_duration, to_ns
 from ._real import SignalCallback, check_arguments, signal_hooks
 from ._signals import kill_group
-from ._wait import Observer, Wait
+from ._wait import MAX_SLICE_NS, Observer, Wait
 
 __all__ = ["Supervisor"]
 
@@ -416,7 +416,7 @@ class Supervisor:
         ]
         if not deadlines:
             return None  # idle: sleep until something happens
-        return max(0.0, (min(deadlines) - time.monotonic_ns()) / 1e9)
+        return min(max(0, min(deadlines) - time.monotonic_ns()), MAX_SLICE_NS) / 1e9
 
     def _read_inbox(self) -> None:
         for _ in range(_TURN):

@@ -21,9 +21,10 @@
 #
 # Time is integer nanoseconds on the caller's monotonic clock. The slice rule:
 # sleep until the earliest of the current state's deadline and, where
-# something must be polled, now + poll_interval; never less than 1 ms. With
-# nothing to poll and no deadline (an event-driven waiter, a CancelToken or no
-# cancellation, no timeout) the loop sleeps until the exit or the token.
+# something must be polled, now + poll_interval; never less than 1 ms, nor
+# more than a day (MAX_SLICE_NS). With nothing to poll and no deadline (an
+# event-driven waiter, a CancelToken or no cancellation, no timeout) the loop
+# sleeps until the exit or the token.
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from ._machine import FINAL_STATES, MACHINE, RUNNING, WaitModel, WaitState
 from ._options import TerminationReason, WaitOptions, WaitOutcome, to_ns
 
 __all__ = [
+    "MAX_SLICE_NS",
     "MIN_SLICE_NS",
     "AsyncExitWaiter",
     "Clock",
@@ -55,6 +57,12 @@ logger = logging.getLogger("statewait")
 #: The shortest sleep between two wakeups: a deadline that is due "now but not
 #: strictly past" is looked at again 1 ms later, never in a busy loop.
 MIN_SLICE_NS = 1_000_000
+
+#: The longest bounded sleep: a deadline further away (a timeout of a month,
+#: say) is approached a day at a time, because the sleeps underneath (select,
+#: poll, epoll, Event.wait) refuse timeouts past a few weeks or years. A wait
+#: with no deadline and nothing to poll still sleeps without a limit.
+MAX_SLICE_NS = 86_400 * 1_000_000_000
 
 _NS_PER_SECOND = 1e9
 
@@ -308,8 +316,8 @@ class Wait(WaitModel):
         slice_ns = None if deadline is None else deadline - self.now
         if self.polls_exit or (self._cancel_polled and self.state is RUNNING):
             slice_ns = self._poll if slice_ns is None else min(slice_ns, self._poll)
-        if slice_ns is not None and slice_ns < MIN_SLICE_NS:
-            slice_ns = MIN_SLICE_NS
+        if slice_ns is not None:
+            slice_ns = min(max(slice_ns, MIN_SLICE_NS), MAX_SLICE_NS)
         return slice_ns
 
     def outcome(self) -> WaitOutcome:

@@ -149,6 +149,7 @@ def test_exit_status_follows_GNU_timeout(
         (["--", "true"], 0),
         (["--", "sh", "-c", "exit 3"], 3),
         (["sh", "-c", "exit 4"], 4),  # `--` may be left out, as with GNU timeout
+        (["--timeout", "1e300", "--grace", "1e300", "--", "sh", "-c", "exit 5"], 5),  # far off
         (["--timeout", "0.2", "--", "sleep", "10"], 124),
         (["--timeout", "0.2", "--preserve-status", "--", "sleep", "10"], 128 + signal.SIGINT),
         (["--timeout", "0.2", "--signal", "TERM", "--", "sleep", "10"], 124),

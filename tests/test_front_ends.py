@@ -269,6 +269,14 @@ def test_observer_that_fails_on_every_event_is_escalated_reaped_and_reraised(
     close_pipes(child)
 
 
+def test_deadlines_months_or_eons_away_do_not_overflow_any_sleep(wait: Waiter) -> None:
+    child = spawn(child_script("import sys, time; time.sleep(0.1); sys.exit(6)"))
+    far = WaitOptions(
+        timeout=1e300, interrupt_grace=1e10, abandon_after=40 * 86_400, cancellation=CancelToken()
+    )
+    assert wait(child, far).returncode == 6
+
+
 def test_soft_interrupt_that_raises_is_escalated_reaped_and_reraised(wait: Waiter) -> None:
     child = start_ready(DIES_ON_SIGINT)
     sent: list[int] = []

@@ -104,3 +104,12 @@ def test_WaitOutcome_predicates() -> None:
     assert (timed_out.timed_out, timed_out.cancelled) == (True, False)
     assert (cancelled.timed_out, cancelled.cancelled) == (False, True)
     assert (plain.timed_out, plain.cancelled, plain.abandoned) == (False, False, False)
+
+
+def test_ints_past_floats_range_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"^abandon_after must be a finite number of seconds"):
+        WaitOptions(abandon_after=10**400)
+
+
+def test_to_ns_is_exact_for_durations_whose_nanoseconds_overflow_a_float() -> None:
+    assert to_ns(1e300) == int(1e300) * 1_000_000_000

@@ -210,6 +210,18 @@ def test_run_output_limit_in_text_mode_drops_a_character_cut_in_two() -> None:
 # -- the post-exit drain
 
 
+def test_run_limits_months_or_eons_away_do_not_overflow_any_sleep() -> None:
+    result = run(
+        ["sh", "-c", "echo hi"],
+        timeout=1e300,
+        interrupt_grace=1e300,
+        io_drain_timeout=1e10,
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stdout) == (0, "hi\n")
+
+
 def test_run_grandchild_holding_the_pipe_costs_only_io_drain_timeout() -> None:
     # The case: `sh -c 'sleep 30 & echo hi'`, plus the sleep's pid on stderr.
     started = time.monotonic()

@@ -243,3 +243,21 @@ def test_simulate_does_not_swallow_an_exception_that_is_not_the_waits() -> None:
 def test_package_doctests() -> None:
     assert doctest.testmod(sim).failed == 0
     assert doctest.testmod(sim._frozen).failed == 0
+
+
+def test_simulate_a_timeout_days_away_sleeps_a_day_at_a_time_and_keeps_every_invariant() -> None:
+    day = 86_400.0
+    scenario = Scenario(
+        timeout=2.5 * day,
+        interrupt_grace=1.5 * day,
+        child=FakeChild(on_interrupt="ignore"),
+    )
+    trace = simulate(scenario)
+    assert trace.outcome is not None
+    assert (trace.outcome.interrupted_at, trace.outcome.killed_at) == (
+        2.5 * day + 0.001,
+        4 * day + 0.002,
+    )
+    # 3 wakeups to the timeout (2 capped, 1 at it), 1 floor; 2 in the grace, 1 floor; the exit.
+    assert trace.wakeups == 8
+    assert check_invariants(scenario, trace) == []

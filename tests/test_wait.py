@@ -10,7 +10,7 @@ import pytest
 
 from statewait import CancelToken, TerminationReason, WaitOptions, WaitOutcome
 from statewait._machine import MACHINE, WaitState
-from statewait._wait import MIN_SLICE_NS, Wait, WaitEvent, run_wait, run_wait_async
+from statewait._wait import MAX_SLICE_NS, MIN_SLICE_NS, Wait, WaitEvent, run_wait, run_wait_async
 
 from ._fakes import MS, FakeWaiter, S
 
@@ -156,6 +156,25 @@ def test_run_wait_polling_waiter_caps_slices_at_the_next_deadline() -> None:
     # The exit that follows the interrupt at once is seen at the next poll.
     assert fake.slices == [0, 50 * MS, 50 * MS, 20 * MS, MS, 50 * MS]
     assert (outcome.interrupted_at, outcome.elapsed) == (0.121, 0.171)
+
+
+def test_run_wait_far_deadlines_are_approached_a_day_at_a_time_and_fire_exactly() -> None:
+    # select, poll and epoll refuse timeouts past a few weeks: no slice is
+    # longer than a day, and the day-long wakeups change nothing.
+    day = MAX_SLICE_NS
+    assert day == 86_400 * S
+    fake = FakeWaiter(exit_at=10 * day)
+    outcome = wait_with(fake, WaitOptions(timeout=2.5 * 86_400, interrupt_grace=1.5 * 86_400))
+    assert fake.slices == [0, day, day, day // 2, MS, day, day // 2, MS, None]
+    assert fake.signals == [("soft_interrupt", 5 * day // 2 + MS), ("hard_kill", 4 * day + 2 * MS)]
+    assert outcome.termination is TerminationReason.TIMEOUT
+
+
+def test_run_wait_far_deadlines_past_any_float_still_wait() -> None:
+    fake = FakeWaiter(exit_at=3 * S, code=4)
+    outcome = wait_with(fake, WaitOptions(timeout=1e300, interrupt_grace=1e300))
+    assert outcome == WaitOutcome(4, None, 3.0, None, None)
+    assert fake.slices == [0, MAX_SLICE_NS]  # the exit ends the first day-long slice
 
 
 def test_run_wait_exit_observed_at_a_wakeup_beats_the_due_timeout() -> None:
