@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any, NoReturn, Protocol
 
 from ._errors import ChildLostError
@@ -31,11 +32,14 @@ from ._errors import ChildLostError
 __all__ = [
     "ChildHandle",
     "ChildLostError",
+    "claim",
+    "one_wait",
     "pidfd_of",
     "pidfds_usable",
     "reap",
     "release",
     "spawn",
+    "unclaim",
     "verify_child",
 ]
 
@@ -94,6 +98,43 @@ _pidfds: weakref.WeakKeyDictionary[ChildHandle, int] = weakref.WeakKeyDictionary
 _finalizers: weakref.WeakKeyDictionary[ChildHandle, weakref.finalize[Any, Any]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+# The children (their Popen or asyncio Process) under a wait right now. One
+# wait per child at a time: two would race to reap it and to close its pidfd.
+_waited: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def one_wait(child: object, pid: int) -> Iterator[None]:
+    """Hold `child` as under a wait for the duration of the block.
+
+    Raises:
+        ValueError: another statewait wait (wait_for_child, a Supervisor,
+            statewait.aio) is waiting for this child now.
+    """
+    claim(child, pid)
+    try:
+        yield
+    finally:
+        unclaim(child)
+
+
+def claim(child: object, pid: int) -> None:
+    """Mark `child` as under a wait; see one_wait."""
+    with _lock:
+        if child in _waited:
+            raise ValueError(
+                f"pid {pid} is already being waited for by another statewait wait "
+                "(wait_for_child, a Supervisor or statewait.aio): one wait per child at a time"
+            )
+        _waited.add(child)
+
+
+def unclaim(child: object) -> None:
+    """The wait on `child` is over. Idempotent."""
+    with _lock:
+        _waited.discard(child)
 
 
 def spawn(args: Any, **popen_kwargs: Any) -> subprocess.Popen[Any]:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ._backends import open_waiter
 from ._cancel import probe
-from ._child import ChildHandle, release, verify_child
+from ._child import ChildHandle, one_wait, release, verify_child
 from ._options import WaitOptions, WaitOutcome
 from ._signals import interrupt_group, kill_group
 from ._wait import Observer, run_wait
@@ -82,7 +82,10 @@ def wait_for_child(
 
     Raises:
         TypeError, ValueError: a bad argument; nothing was started or signalled.
-        ChildLostError: the child was reaped outside its Popen before the call.
+        ValueError: another statewait wait (wait_for_child in another thread,
+            a Supervisor, statewait.aio) is waiting for this child now.
+        ChildLostError: the child was reaped outside its Popen, before the
+            call or while it waited.
         BackendUnavailable: the named backend does not work here.
         BaseException: the first exception raised while waiting, re-raised
             after the child was escalated and reaped.
@@ -90,22 +93,23 @@ def wait_for_child(
     if not isinstance(child, subprocess.Popen):
         raise TypeError(f"child must be a subprocess.Popen, got {type(child).__name__}")
     check_arguments(options, soft_interrupt=soft_interrupt, hard_kill=hard_kill, observer=observer)
-    verify_child(child)
-    waiter = open_waiter(child, probe(options.cancellation).token, backend)
-    soft, hard = signal_hooks(child, child, soft_interrupt, hard_kill)
-    try:
-        return run_wait(
-            options,
-            time.monotonic_ns,
-            waiter,
-            soft_interrupt=soft,
-            hard_kill=hard,
-            observer=observer,
-            label=f"pid {child.pid}",
-        )
-    finally:
-        waiter.close()
-        release(child)
+    with one_wait(child, child.pid):
+        verify_child(child)
+        waiter = open_waiter(child, probe(options.cancellation).token, backend)
+        soft, hard = signal_hooks(child, child, soft_interrupt, hard_kill)
+        try:
+            return run_wait(
+                options,
+                time.monotonic_ns,
+                waiter,
+                soft_interrupt=soft,
+                hard_kill=hard,
+                observer=observer,
+                label=f"pid {child.pid}",
+            )
+        finally:
+            waiter.close()
+            release(child)
 
 
 def check_arguments(options: object, **callables: object) -> None:

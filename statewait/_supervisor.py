@@ -41,7 +41,7 @@ from typing import Any, Literal
 from ._backends import BACKENDS, available_backends
 from ._backends.waitid import ExitWatch, unwatch_exit, watch_exit
 from ._cancel import WakeupFd, probe
-from ._child import pidfd_of, reap, release, verify_child
+from ._child import claim, pidfd_of, reap, release, unclaim, verify_child
 from ._errors import BackendUnavailable, ChildLostError
 from ._machine import RUNNING, TERMINATING, WaitState
 from ._options import WaitOptions, WaitOutcome, check_duration, to_ns
@@ -262,7 +262,9 @@ class Supervisor:
 
         Raises:
             TypeError: a bad argument.
-            ValueError: this child is already watched by this Supervisor.
+            ValueError: this child is already watched by this Supervisor, or
+                waited for by another statewait wait (wait_for_child,
+                another Supervisor, statewait.aio).
             ChildLostError: the child was reaped outside its Popen.
             RuntimeError: the Supervisor is closed.
             OSError: backend "pidfd" was named and the child's pidfd could
@@ -278,11 +280,16 @@ class Supervisor:
                 raise RuntimeError("this Supervisor is closed: watch() needs an open one")
             if child in self._watched:
                 raise ValueError(f"pid {child.pid} is already watched by this Supervisor")
-            verify_child(child)
-            watch = _Watch(
-                child, options, time.monotonic_ns(), observer, soft_interrupt, hard_kill, self
-            )
-            self._open_exit_source(watch)
+            claim(child, child.pid)
+            try:
+                verify_child(child)
+                watch = _Watch(
+                    child, options, time.monotonic_ns(), observer, soft_interrupt, hard_kill, self
+                )
+                self._open_exit_source(watch)
+            except BaseException:
+                unclaim(child)
+                raise
             self._watched[child] = watch
             self._post("watch", watch)
         return watch.future
@@ -570,6 +577,7 @@ class Supervisor:
         release(child)  # closes the kept pidfd once the child is reaped
         with self._lock:
             self._watched.pop(child, None)
+        unclaim(child)
         assert watch.wait is not None
         try:
             outcome = watch.wait.result()
@@ -594,6 +602,7 @@ class Supervisor:
             watches = list(self._watched.values())
             self._watched.clear()
         for watch in watches:
+            unclaim(watch.child)
             with contextlib.suppress(BaseException):
                 kill_group(watch.child)
             if watch.wait is not None:

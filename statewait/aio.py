@@ -40,7 +40,7 @@ from typing import IO, Any, TypeVar
 from ._aio_pipes import ChildPipes
 from ._backends.waitid import ExitWatch, unwatch_exit, watch_exit
 from ._cancel import CancelToken, probe
-from ._child import ChildHandle, pidfd_of, reap, release, spawn, verify_child
+from ._child import ChildHandle, one_wait, pidfd_of, reap, release, spawn, verify_child
 from ._errors import ChildLostError
 from ._options import Cancellation, WaitOptions, WaitOutcome
 from ._real import check_arguments, signal_hooks
@@ -103,7 +103,8 @@ async def wait_for_child(
 
     Raises:
         TypeError, ValueError: a bad argument; nothing was started or signalled.
-        ValueError: another aio wait is waiting for this child.
+        ValueError: another statewait wait (another aio wait, wait_for_child,
+            a Supervisor) is waiting for this child now.
         ChildLostError: the Popen's child was reaped outside its Popen.
         RuntimeError: no event loop is running.
         BaseException: the first exception raised while waiting
@@ -113,23 +114,24 @@ async def wait_for_child(
     child = _handle_of(process)
     check_arguments(options, soft_interrupt=soft_interrupt, hard_kill=hard_kill, observer=observer)
     loop = asyncio.get_running_loop()
-    waiter = _LoopWaiter.open(loop, process, child, probe(options.cancellation).token)
-    soft, hard = signal_hooks(child, process, soft_interrupt, hard_kill)
-    if isinstance(child, _AsyncioChild):
-        soft, hard = _reaped_is_gone(soft), _reaped_is_gone(hard)
-    try:
-        return await run_wait_async(
-            options,
-            time.monotonic_ns,
-            waiter,
-            soft_interrupt=soft,
-            hard_kill=hard,
-            observer=observer,
-            label=f"pid {process.pid}",
-        )
-    finally:
-        waiter.close()
-        release(child)
+    with one_wait(process, process.pid):
+        waiter = _LoopWaiter.open(loop, process, child, probe(options.cancellation).token)
+        soft, hard = signal_hooks(child, process, soft_interrupt, hard_kill)
+        if isinstance(child, _AsyncioChild):
+            soft, hard = _reaped_is_gone(soft), _reaped_is_gone(hard)
+        try:
+            return await run_wait_async(
+                options,
+                time.monotonic_ns,
+                waiter,
+                soft_interrupt=soft,
+                hard_kill=hard,
+                observer=observer,
+                label=f"pid {process.pid}",
+            )
+        finally:
+            waiter.close()
+            release(child)
 
 
 async def run(

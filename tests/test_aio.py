@@ -28,6 +28,7 @@ from statewait import (
     TerminationReason,
     WaitEvent,
     WaitOptions,
+    WaitOutcome,
     available_backends,
     spawn,
 )
@@ -271,6 +272,28 @@ def test_aio_wait_for_child_refuses_other_types_and_a_lost_child() -> None:
         with pytest.raises(ChildLostError):
             await aio.wait_for_child(lost)
         lost.wait()
+
+    arun(main)
+
+
+def test_aio_two_concurrent_waits_on_one_child_one_is_refused_none_hangs() -> None:
+    async def main() -> None:
+        for kind in ("popen", "asyncio"):
+            process: Any = (
+                spawn(["sleep", "0.3"])
+                if kind == "popen"
+                else await asyncio.create_subprocess_exec("sleep", "0.3", **OWN_GROUP)
+            )
+            first, second = await asyncio.wait_for(
+                asyncio.gather(
+                    aio.wait_for_child(process), aio.wait_for_child(process), return_exceptions=True
+                ),
+                30,
+            )
+            assert isinstance(first, WaitOutcome)
+            assert first.returncode == 0
+            assert isinstance(second, ValueError), second
+            assert "already being waited for" in str(second)
 
     arun(main)
 

@@ -277,6 +277,18 @@ def test_deadlines_months_or_eons_away_do_not_overflow_any_sleep(wait: Waiter) -
     assert wait(child, far).returncode == 6
 
 
+def test_a_second_concurrent_wait_on_one_child_is_refused_and_the_first_goes_on(
+    wait: Waiter,
+) -> None:
+    child = spawn(child_script("import sys, time; time.sleep(0.5); sys.exit(8)"))
+    with Supervisor() as first:
+        future = first.watch(child, WaitOptions(timeout=30))
+        with pytest.raises(ValueError, match=rf"pid {child.pid} is already being waited for"):
+            wait(child, WaitOptions(timeout=30))
+        assert future.result(RESULT_TIMEOUT).returncode == 8
+    assert wait(child, WaitOptions(timeout=30)).returncode == 8  # one at a time is fine
+
+
 def test_soft_interrupt_that_raises_is_escalated_reaped_and_reraised(wait: Waiter) -> None:
     child = start_ready(DIES_ON_SIGINT)
     sent: list[int] = []
