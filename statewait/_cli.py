@@ -327,7 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(request: _Request) -> int:
     timeline = _Timeline()
-    with CancelToken() as token, _SignalRelay(token, timeline).installed() as relay:
+    with (
+        CancelToken() as token,
+        _SignalRelay(token, timeline).installed(request.soft_signal) as relay,
+    ):
         if relay.first is not None:
             return 128 + relay.first  # stopped before anything was started
         try:
@@ -457,6 +460,10 @@ def _seconds(ns: int) -> float:
     return ns / 1e9
 
 
+def _still_ignored(signum: int, frame: FrameType | None) -> None:
+    """Ignores a signal, as SIG_IGN would, without passing SIG_IGN on to exec."""
+
+
 class _SignalRelay:
     """Turns SIGINT, SIGTERM and SIGHUP sent to statewait into a cancellation
     (the first) or an escalation (one during the grace)."""
@@ -468,22 +475,32 @@ class _SignalRelay:
         self.first: int | None = None
 
     @contextmanager
-    def installed(self) -> Iterator[_SignalRelay]:
+    def installed(self, soft_signal: int) -> Iterator[_SignalRelay]:
         """Handle the signals for the duration of the block (main thread only),
-        then restore the previous handlers. A signal ignored by statewait's
-        caller (SIGHUP under nohup, say) stays ignored."""
-        previous: dict[signal.Signals, Any] = {}
+        then restore the previous handlers.
+
+        A signal ignored by statewait's caller (SIGHUP under nohup, SIGINT in
+        a shell's background job) stays ignored by statewait. But the command
+        must not start with `soft_signal` ignored -- exec keeps an ignored
+        signal, and the soft interrupt would do nothing -- so an ignored
+        soft_signal gets a handler that ignores it: exec resets handlers to
+        the default action.
+        """
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in _RELAYED:
                 handler = signal.getsignal(signum)
                 if handler is not signal.SIG_IGN:
                     previous[signum] = handler
                     signal.signal(signum, self._on_signal)
+            if soft_signal not in previous and signal.getsignal(soft_signal) is signal.SIG_IGN:
+                previous[soft_signal] = signal.SIG_IGN
+                signal.signal(soft_signal, _still_ignored)
         try:
             yield self
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            for number, handler in previous.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._timeline.in_grace:

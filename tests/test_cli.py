@@ -372,6 +372,31 @@ def test_python_m_statewait_exits_with_the_commands_status() -> None:
 
 
 @real
+def test_statewait_started_with_SIGINT_ignored_still_interrupts_the_command_with_it() -> None:
+    # As a background job of a non-interactive shell: SIGINT is ignored. The
+    # command must not inherit that, or the soft interrupt would do nothing
+    # and every timeout would end in SIGKILL; statewait itself keeps ignoring it.
+    proc = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f"trap '' INT; exec {PY} -m statewait run --timeout 1 --grace 20 --json -- sleep 30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # ignored by statewait: no cancellation
+    code, _, err = finish(proc)
+    report = last_json(err)
+    assert code == 124
+    assert (report["termination"], report["killed_at"]) == ("timeout", None)
+    assert report["returncode"] == -signal.SIGINT
+    assert report["elapsed"] < 20
+
+
+@real
 def test_python_m_statewait_bad_usage_exits_125_and_starts_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     code, _, err = finish(statewait("run", "--timeout", "10x", "--", "touch", str(marker)))
