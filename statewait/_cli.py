@@ -65,7 +65,10 @@ EXIT_ENOENT = 127
 _RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?P<unit>ms|s|m|h|d)?")
+_DURATION = re.compile(
+    r"(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?P<unit>ms|s|m|h|d)?",
+    re.ASCII,  # digits 0-9 only, as a shell user means them
+)
 _DURATION_HELP = "a number of seconds with an optional unit: 10, 1.5s, 500ms, 2m, 1h, 1d"
 
 _EXAMPLES = """\
@@ -149,7 +152,7 @@ def parse_signal(text: str) -> int:
         argparse.ArgumentTypeError: not a signal of this system.
     """
     name = text.upper()
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         if int(name) in signal.valid_signals():
             return int(name)
     else:

@@ -213,7 +213,9 @@ class Codec:
         # output_limit keeps the newest bytes, so the oldest kept one may be
         # the middle of a multi-byte character: drop those few bytes rather
         # than fail (errors="strict") or start with U+FFFD.
-        for skip in range(min(_MAX_CHAR_BYTES, len(data))):
+        # Up to len(data) itself: a limit smaller than one character may have
+        # kept nothing but the cut character's tail.
+        for skip in range(min(_MAX_CHAR_BYTES, len(data) + 1)):
             decoder = codecs.getincrementaldecoder(self.encoding)("strict")
             try:
                 decoder.decode(data[skip : skip + 4 * _MAX_CHAR_BYTES])

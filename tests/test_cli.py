@@ -73,7 +73,24 @@ def test_parse_duration_accepts_numbers_with_units(text: str, seconds: float) ->
 
 
 @pytest.mark.parametrize(
-    "text", ["", "-1", "nan", "inf", "1e999", "1x", "1.2.3", " 1", "1 s", "s", "1S", "1min", "+1"]
+    "text",
+    [
+        "",
+        "-1",
+        "nan",
+        "inf",
+        "1e999",
+        "1x",
+        "1.2.3",
+        " 1",
+        "1 s",
+        "s",
+        "1S",
+        "1min",
+        "+1",
+        "\u0661",
+        "\uff15s",
+    ],
 )
 def test_parse_duration_refuses_anything_else_naming_the_value(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"invalid duration {text!r}")):
@@ -96,7 +113,9 @@ def test_parse_signal_accepts_names_with_or_without_SIG_and_numbers(text: str, n
     assert parse_signal(text) == number
 
 
-@pytest.mark.parametrize("text", ["FOO", "SIGFOO", "0", "-9", "99999", "", "SIG", "INT2"])
+@pytest.mark.parametrize(
+    "text", ["FOO", "SIGFOO", "0", "-9", "99999", "", "SIG", "INT2", "\uff12", "\u0669"]
+)
 def test_parse_signal_refuses_unknown_signals(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"unknown signal {text!r}")):
         parse_signal(text)

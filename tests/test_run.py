@@ -207,6 +207,18 @@ def test_run_output_limit_in_text_mode_drops_a_character_cut_in_two() -> None:
     assert result.output_truncated is True
 
 
+@pytest.mark.parametrize(
+    ("text", "limit", "kept"),
+    [("ééé", 1, ""), ("ééé", 3, "é"), ("€", 1, ""), ("€", 2, ""), ("a€", 3, "€")],
+)
+def test_run_output_limit_smaller_than_a_character_keeps_no_fragment(
+    text: str, limit: int, kept: str
+) -> None:
+    script = f"import sys; sys.stdout.buffer.write({text!r}.encode())"
+    result = run(child_script(script), capture_output=True, encoding="utf-8", output_limit=limit)
+    assert (result.stdout, result.output_truncated) == (kept, True)
+
+
 # -- the post-exit drain
 
 
