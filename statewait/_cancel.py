@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import threading
@@ -21,15 +22,47 @@ from typing import NamedTuple
 
 from ._options import Cancellation
 
-__all__ = ["CancelProbe", "CancelToken", "WakeupFd", "probe"]
+__all__ = ["CancelProbe", "CancelToken", "WakeupFd", "finish_soon", "probe"]
+
+
+def finish_soon(
+    locked: threading.Lock, action: Callable[[], None], then: Callable[[], None] | None = None
+) -> None:
+    """Run `action` holding `locked`, then `then` without it: now if the lock
+    is free, else from a thread of their own.
+
+    For code that a signal handler may run: the handler runs in the main
+    thread between two bytecodes, maybe while that very thread holds the
+    lock, and waiting for it would deadlock. A raw thread (threading.Thread's
+    start() takes locks of its own) takes the lock once its holder lets go.
+    """
+
+    def run(block: bool) -> bool:
+        if not locked.acquire(blocking=block):
+            return False
+        try:
+            action()
+        finally:
+            locked.release()
+        if then is not None:
+            then()
+        return True
+
+    if run(block=False):
+        return
+    try:
+        _thread.start_new_thread(run, (True,))
+    except RuntimeError:  # no thread to be had: block (the lock is held for microseconds)
+        run(block=True)
 
 
 class CancelToken:
     """A thread-safe, one-shot cancellation request.
 
-    `cancel()` may be called from any thread (or a signal handler's thread),
-    any number of times; the first call wakes every wait blocked on the token
-    at once. A token cannot be reset: use a new one for the next job.
+    `cancel()` may be called from any thread or from a signal handler, any
+    number of times; `cancelled` is True as soon as it returns, and every wait
+    blocked on the token is woken at once. A token cannot be reset: use a new
+    one for the next job.
 
     Example:
         >>> token = CancelToken()
@@ -41,8 +74,10 @@ class CancelToken:
     """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._cancelled = False
+        self._woken = False
         self._read_fd: int | None = None
         self._write_fd: int | None = None
         self._callbacks: list[Callable[[], None]] = []
@@ -53,19 +88,35 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         """Whether cancel() has been called."""
-        return self._event.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        """Request cancellation and wake every waiter. Idempotent."""
-        with self._lock:
-            if self._event.is_set():
+        """Request cancellation and wake every waiter. Idempotent.
+
+        Safe in a signal handler: it never waits for the token's lock (see
+        finish_soon); the flag is set at once, the wakeups follow as soon as
+        the lock is free.
+        """
+        if self._cancelled:
+            return
+        self._cancelled = True  # what `cancelled`, wait() and the loop's checks read
+        callbacks: list[Callable[[], None]] = []
+
+        def wake() -> None:
+            if self._woken:
                 return
-            self._event.set()
+            self._woken = True
             if self._write_fd is not None:
                 _signal_fd(self._write_fd)
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
+            self._changed.notify_all()
+            callbacks.extend(self._callbacks)
+            self._callbacks.clear()
+
+        def call_back() -> None:
+            for callback in callbacks:
+                callback()
+
+        finish_soon(self._lock, wake, call_back)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the token is cancelled or `timeout` seconds pass.
@@ -73,17 +124,19 @@ class CancelToken:
         Returns:
             Whether the token is cancelled.
         """
-        return self._event.wait(timeout)
+        with self._changed:
+            return self._changed.wait_for(lambda: self._woken, timeout) or self._cancelled
 
     def _subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call `callback` (from the cancelling thread) once, on cancel().
+        """Call `callback` once, on cancel() (from the cancelling thread, or a
+        helper thread when cancel() came from a signal handler).
 
         For waiters that block on something other than the descriptor (a
         threading.Event, an asyncio loop). Called at once if already
         cancelled. Returns a function that unsubscribes.
         """
         with self._lock:
-            if not self._event.is_set():
+            if not self._woken:
                 self._callbacks.append(callback)
                 return lambda: self._unsubscribe(callback)
         callback()
@@ -103,7 +156,7 @@ class CancelToken:
         with self._lock:
             if self._read_fd is None:
                 self._read_fd, self._write_fd = _new_wakeup_fds()
-                if self._event.is_set():
+                if self._woken:
                     _signal_fd(self._write_fd)
             return self._read_fd
 
@@ -204,7 +257,7 @@ def probe(cancellation: Cancellation) -> CancelProbe:
     if cancellation is None:
         return CancelProbe(None, polled=False, token=None)
     if isinstance(cancellation, CancelToken):
-        return CancelProbe(cancellation._event.is_set, polled=False, token=cancellation)
+        return CancelProbe(lambda: cancellation.cancelled, polled=False, token=cancellation)
     if isinstance(cancellation, threading.Event):
         return CancelProbe(cancellation.is_set, polled=True, token=None)
     return CancelProbe(cancellation, polled=True, token=None)

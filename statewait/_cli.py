@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import dataclasses
 import functools
@@ -510,12 +509,4 @@ class _SignalRelay:
             raise _Escalate(signum)
         if self.first is None:
             self.first = signum
-            # Not token.cancel() here: this handler runs in the main thread
-            # between two bytecodes, maybe while that thread holds the token's
-            # lock (opening the wait's waiter), and waiting for it would
-            # deadlock. A raw thread (not threading's: Thread.start takes
-            # locks of its own) takes the lock once the main thread lets go.
-            try:
-                _thread.start_new_thread(self._token.cancel, ())
-            except RuntimeError:
-                self._token.cancel()  # no thread to be had: the lock is almost never held
+            self._token.cancel()  # safe in a signal handler

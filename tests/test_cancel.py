@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import selectors
+import signal
 import threading
 import time
 
@@ -122,3 +124,45 @@ def test_CancelToken_wait_times_out() -> None:
     started = time.monotonic()
     assert CancelToken().wait(0.01) is False
     assert time.monotonic() - started >= 0.009
+
+
+def test_CancelToken_cancel_from_a_signal_handler_that_interrupted_a_holder_of_its_lock() -> None:
+    # A handler runs in the main thread between two bytecodes: here, while
+    # that thread is inside the token (its lock held, as in fileno() or a
+    # wait's subscribe). cancel() must neither wait for itself nor lose a wakeup.
+    token = CancelToken()
+    readable = token.fileno()
+    called = threading.Event()
+    token._subscribe(called.set)
+    sleeper_woke = threading.Event()
+    sleeper = threading.Thread(target=lambda: token.wait(30) and sleeper_woke.set())
+    sleeper.start()
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: token.cancel())
+    try:
+        with token._lock:
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs here, before the next line
+            assert token.cancelled  # at once, though the wakeups wait for the lock
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert called.wait(10)
+    assert sleeper_woke.wait(10)
+    sleeper.join()
+    assert select.select([readable], [], [], 10)[0] == [readable]
+    token.close()
+
+
+def test_Waker_notified_by_a_signal_handler_that_interrupted_its_sleeper_still_wakes_it() -> None:
+    from statewait._backends._common import Waker
+
+    token = CancelToken()
+    waker = Waker(token)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: token.cancel())
+    try:
+        with waker._lock:  # as while the sleeper evaluates its predicate
+            signal.raise_signal(signal.SIGUSR1)
+        started = time.monotonic()
+        waker.sleep(30 * 10**9, True, lambda: False)  # the token is cancelled: returns at once
+        assert time.monotonic() - started < 10
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        waker.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from .._cancel import CancelToken
+from .._cancel import CancelToken, finish_soon
 
 __all__ = ["Waker"]
 
@@ -16,14 +16,15 @@ class Waker:
     """Sleep until a predicate holds, the token fires (if asked), or a timeout."""
 
     def __init__(self, token: CancelToken | None) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._token = token
         self._unsubscribe = token._subscribe(self.notify) if token is not None else None
 
     def notify(self) -> None:
-        """Wake every sleeper so that it looks again (any thread)."""
-        with self._cond:
-            self._cond.notify_all()
+        """Wake every sleeper so that it looks again (any thread, or a signal
+        handler's cancel(): see finish_soon)."""
+        finish_soon(self._lock, self._cond.notify_all)
 
     def sleep(
         self, timeout_ns: int | None, wake_on_cancel: bool, ready: Callable[[], bool]
