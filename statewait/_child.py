@@ -218,11 +218,9 @@ def pidfd_of(child: ChildHandle) -> int | None:
     if fd is not None:
         # The pid named *a* process when it was opened; prove it is our child
         # (an unreaped one) and not a stranger that was given a reused pid.
-        try:
-            verify_child(child)
-        except ChildLostError:
-            _forget(child)  # the fd may name that stranger: never keep it for signals
-            raise
+        # If not, ChildLostError, and the fd (it may name that stranger) is
+        # closed, never kept for signals.
+        verify_child(child)
     return fd
 
 
@@ -284,6 +282,7 @@ def reap(child: subprocess.Popen[Any]) -> int | None:
 
 
 def _raise_lost(child: ChildHandle, *, waited: bool = False) -> NoReturn:
+    _forget(child)  # its pidfd names a dead process: nothing to keep it open for
     when = " while it was waited for" if waited else ""
     raise ChildLostError(
         f"pid {child.pid} is not a child of this process any more: it was reaped outside "

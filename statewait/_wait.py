@@ -333,10 +333,17 @@ class Wait(WaitModel):
         )
 
     def release(self) -> None:
-        """Detach from the machine (it holds a strong reference). Idempotent."""
+        """Detach from the machine (it holds a strong reference). Idempotent.
+
+        Also lets go of the caller's cancellation and observer: the machine's
+        bindings make a Wait a reference cycle, freed only by the garbage
+        collector, and a CancelToken kept that long keeps its descriptor.
+        """
         if self._attached:
             self._attached = False
             self._machine.remove_model(self)
+            self.cancel_check = None
+            self._observer = None
 
     # -- the machine's hooks
     def on_soft_interrupt(self) -> None:

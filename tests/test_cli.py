@@ -267,44 +267,17 @@ def test_main_missing_command_exits_125(
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["run", "sh", "-c", "printf '%s\\n' \"$@\"", "sh", "--timeout=--", "--x=--", "--"],
-        [
-            "run",
-            "--timeout",
-            "5",
-            "--json",
-            "sh",
-            "-c",
-            "printf '%s\\n' \"$@\"",
-            "sh",
-            "--timeout=--",
-            "--x=--",
-            "--",
-        ],
-        [
-            "run",
-            "--time",
-            "5",
-            "--",
-            "sh",
-            "-c",
-            "printf '%s\\n' \"$@\"",
-            "sh",
-            "--timeout=--",
-            "--x=--",
-            "--",
-        ],
-    ],
-)
+#: A command that prints its arguments, some of which look like statewait's.
+PRINTS_ITS_ARGUMENTS = ["sh", "-c", "printf '%s\\n' \"$@\"", "sh", "--timeout=--", "--x=--", "--"]
+
+
+@pytest.mark.parametrize("options", [[], ["--timeout", "5", "--json"], ["--time", "5", "--"]])
 def test_main_the_commands_own_arguments_are_never_taken_for_statewaits(
-    capfd: pytest.CaptureFixture[str], argv: list[str]
+    capfd: pytest.CaptureFixture[str], options: list[str]
 ) -> None:
     # Without "--", the command starts at the first word that is not an option:
     # what follows is its own, even "--timeout=--" or a lone "--".
-    assert main(argv) == 0
+    assert main(["run", *options, *PRINTS_ITS_ARGUMENTS]) == 0
     assert capfd.readouterr().out == "--timeout=--\n--x=--\n--\n"
 
 
