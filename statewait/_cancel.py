@@ -17,6 +17,7 @@ import _thread
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -62,7 +63,8 @@ class CancelToken:
     `cancel()` may be called from any thread or from a signal handler, any
     number of times; `cancelled` is True as soon as it returns, and every wait
     blocked on the token is woken at once. A token cannot be reset: use a new
-    one for the next job.
+    one for the next job. After os.fork() the child's copy is a token of its
+    own: a cancel() on either side does not wake the other.
 
     Example:
         >>> token = CancelToken()
@@ -156,6 +158,7 @@ class CancelToken:
         with self._lock:
             if self._read_fd is None:
                 self._read_fd, self._write_fd = _new_wakeup_fds()
+                _with_descriptors.add(self)
                 if self._woken:
                     _signal_fd(self._write_fd)
             return self._read_fd
@@ -173,6 +176,21 @@ class CancelToken:
             assert fd is not None
             os.close(fd)
 
+    def _after_fork_in_child(self) -> None:
+        # os.fork() copied the descriptor: the child's copy and the parent's
+        # are one eventfd (or pipe), so a cancel() on one side would make it
+        # readable on the other, whose flag stays False. The child lets go of
+        # its copy (the next fileno() makes its own) and of a lock that a
+        # thread the fork did not copy may have held.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        fds = {self._read_fd, self._write_fd} - {None}
+        self._read_fd = self._write_fd = None
+        for fd in fds:
+            assert fd is not None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def __enter__(self) -> CancelToken:
         return self
 
@@ -183,6 +201,19 @@ class CancelToken:
         # A token dropped without close() must not leak its descriptor.
         if getattr(self, "_read_fd", None) is not None:
             self.close()
+
+
+#: The tokens that hold a descriptor, for the child of os.fork().
+_with_descriptors: weakref.WeakSet[CancelToken] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for token in list(_with_descriptors):
+        token._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class WakeupFd:

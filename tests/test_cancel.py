@@ -166,3 +166,51 @@ def test_Waker_notified_by_a_signal_handler_that_interrupted_its_sleeper_still_w
     finally:
         signal.signal(signal.SIGUSR1, previous)
         waker.close()
+
+
+_FORKED_TOKEN_SCRIPT = """
+import os, select, sys
+from statewait import CancelToken
+
+def readable(token):
+    return select.select([token.fileno()], [], [], 0)[0] != []
+
+# The forked child cancels its copy: the parent's token must not look cancelled.
+token = CancelToken()
+token.fileno()
+pid = os.fork()
+if pid == 0:
+    token.cancel()
+    os._exit(0 if readable(token) else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "the child's own cancel() must wake the child"
+assert not token.cancelled
+assert not readable(token), "a forked child's cancel() woke the parent's descriptor"
+
+# The parent cancels after the fork: the child's copy must not look cancelled.
+other = CancelToken()
+other.fileno()
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(read_end, 1)  # until the parent cancelled
+    os._exit(4 if readable(other) or other.cancelled else 0)
+other.cancel()
+os.write(write_end, b"x")
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "the parent's cancel() woke the child's copy"
+print("ok")
+"""
+
+
+def test_CancelToken_copies_in_a_forked_child_are_independent() -> None:
+    # After os.fork() both processes hold the token's descriptor: a cancel()
+    # in one used to make it readable in the other, whose flag stays False --
+    # a wait there then spun at full CPU until its child exited.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_TOKEN_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
