@@ -205,24 +205,36 @@ class Codec:
 
     def decode(self, data: bytes, truncated: bool) -> str:
         """Decode with universal newlines, as subprocess.run(text=True) does."""
-        if truncated:
-            data = self._skip_cut_character(data)
-        return data.decode(self.encoding, self.errors).replace("\r\n", "\n").replace("\r", "\n")
+        text = self._decode_cut(data) if truncated else None
+        if text is None:
+            text = data.decode(self.encoding, self.errors)
+        return text.replace("\r\n", "\n").replace("\r", "\n")
 
-    def _skip_cut_character(self, data: bytes) -> bytes:
+    def _decode_cut(self, data: bytes) -> str | None:
         # output_limit keeps the newest bytes, so the oldest kept one may be
-        # the middle of a multi-byte character: drop those few bytes rather
-        # than fail (errors="strict") or start with U+FFFD.
-        # Up to len(data) itself: a limit smaller than one character may have
-        # kept nothing but the cut character's tail.
-        for skip in range(min(_MAX_CHAR_BYTES, len(data) + 1)):
+        # the middle of a character: drop those few bytes rather than fail
+        # (errors="strict") or start with U+FFFD. Up to len(data) itself: a
+        # limit smaller than one character may have kept nothing but the cut
+        # character's tail.
+        skips = range(min(_MAX_CHAR_BYTES, len(data) + 1))
+        # Best, a cut after which everything decodes. This also realigns
+        # UTF-16 and UTF-32, where almost any few bytes decode as something.
+        for skip in skips:
+            try:
+                return data[skip:].decode(self.encoding, "strict")
+            except UnicodeError:
+                continue
+        # Bad data further on (the caller's errors= decides about it): a cut
+        # after which the first characters decode.
+        for skip in skips:
+            head = data[skip : skip + 4 * _MAX_CHAR_BYTES]
             decoder = codecs.getincrementaldecoder(self.encoding)("strict")
             try:
-                decoder.decode(data[skip : skip + 4 * _MAX_CHAR_BYTES])
-            except UnicodeDecodeError:
+                decoder.decode(head, final=skip + len(head) == len(data))
+            except UnicodeError:  # the "utf-16" codec's "no BOM" is not a UnicodeDecodeError
                 continue
-            return data[skip:]
-        return data  # not a cut character but bad data: the caller's errors= decides
+            return data[skip:].decode(self.encoding, self.errors)
+        return None  # not a cut character but bad data: the caller's errors= decides
 
 
 def text_codec(

@@ -219,6 +219,25 @@ def test_run_output_limit_smaller_than_a_character_keeps_no_fragment(
     assert (result.stdout, result.output_truncated) == (kept, True)
 
 
+@pytest.mark.parametrize(
+    ("encoding", "limit"),
+    [("utf-16-le", 41), ("utf-16-le", 5), ("utf-32-le", 41), ("utf-32-le", 43), ("utf-16", 41)],
+)
+def test_run_output_limit_in_text_mode_realigns_a_fixed_width_encoding(
+    encoding: str, limit: int
+) -> None:
+    # In UTF-16 or UTF-32 almost any two or four bytes decode: a cut unit was
+    # taken for a character, and the bytes left over at the end raised
+    # UnicodeDecodeError (for "utf-16", whose BOM went with the oldest bytes:
+    # UnicodeError) instead of returning the result.
+    text = "abcé€" * 100
+    script = f"import sys; sys.stdout.buffer.write({text!r}.encode({encoding!r}))"
+    result = run(child_script(script), capture_output=True, encoding=encoding, output_limit=limit)
+    little_endian = encoding if encoding.endswith("-le") else f"{encoding}-le"
+    fits = [n for n in range(len(text) + 1) if len(text[n:].encode(little_endian)) <= limit]
+    assert (result.stdout, result.output_truncated) == (text[fits[0] :], True)
+
+
 # -- the post-exit drain
 
 
