@@ -51,6 +51,10 @@ _PIPE_SIZE = 1 << 20
 #: Bytes asked for per read: one read empties a full pipe.
 _READ_SIZE = _PIPE_SIZE
 
+#: Reads per pipe, at most, once the I/O thread is told to stop: more than a
+#: full pipe holds (1 MiB by default, up to 16 MiB with pipesize=).
+_MAX_LAST_READS = 16
+
 #: The selector: poll(2) needs no descriptor of its own (epoll does) and has
 #: no FD_SETSIZE limit (select does).
 _Selector: type[selectors.BaseSelector] = getattr(
@@ -339,21 +343,35 @@ class _Pump:
                         self._read(selector, key)
                     elif isinstance(key.data, _Feed):
                         self._write(selector, key)
+            self._read_what_is_left(selector)
         except BaseException as exc:  # reported to the caller by raise_failure()
             self._failure = exc
         finally:
             self._close()
 
-    def _read(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+    def _read_what_is_left(self, selector: selectors.BaseSelector) -> None:
+        # Told to stop (the drain is over): what the pipes hold now was
+        # written already -- the child's last output, maybe not read yet
+        # when its exit was seen -- so take it, without waiting for more.
+        # Bounded: a grandchild that keeps writing does not keep us here.
+        for key in list(selector.get_map().values()):
+            if isinstance(key.data, Capture):
+                for _ in range(_MAX_LAST_READS):
+                    if self._read(selector, key) < _READ_SIZE:
+                        break  # the pipe is empty (or at EOF)
+
+    def _read(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> int:
+        """Read once from a readable pipe; how many bytes came."""
         try:
             data = os.read(key.fd, _READ_SIZE)
         except BlockingIOError:
-            return
+            return 0
         if data:
             key.data.add(data)
         else:
             selector.unregister(key.fileobj)
             key.fileobj.close()  # type: ignore[union-attr]
+        return len(data)
 
     def _write(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
         feed: _Feed = key.data

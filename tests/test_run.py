@@ -274,6 +274,17 @@ def test_run_io_drain_timeout_None_waits_for_EOF_like_subprocess_run() -> None:
     assert result.stdout == b"early\nlate\n"
 
 
+def test_run_io_drain_timeout_0_keeps_what_the_command_wrote_before_it_exited() -> None:
+    # No drain time: nothing written later is waited for, but what the command
+    # itself wrote is in the pipes already. It used to be lost whenever the
+    # I/O thread had not read it by the time the exit was seen (a third of
+    # the runs here, all of stderr).
+    script = "import sys; sys.stdout.write('x' * 3_000_000); sys.stderr.write('e' * 100_000)"
+    for _ in range(20):
+        result = run(child_script(script), capture_output=True, io_drain_timeout=0)
+        assert (len(result.stdout), len(result.stderr)) == (3_000_000, 100_000)
+
+
 # -- interruption and check=True
 
 
