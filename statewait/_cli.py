@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import functools
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -336,6 +338,9 @@ def _run(request: _Request) -> int:
         if relay.first is not None:
             return 128 + relay.first  # stopped before anything was started
         try:
+            if not request.command[0]:
+                # Popen's PATH search takes every directory for "": EACCES.
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "")
             child = spawn(request.command)
         except OSError as exc:
             return _cannot_run(request.command, exc)

@@ -212,6 +212,17 @@ def test_main_command_not_found_exits_127_with_one_line(capsys: pytest.CaptureFi
     assert err == "statewait: failed to run command '/no/such/program': No such file or directory\n"
 
 
+def test_main_empty_command_name_exits_127_like_gnu_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `statewait run -- "$UNSET"`: Popen reports exec's search of PATH for ""
+    # as EACCES (each directory "is" the program), so it said "Permission
+    # denied" and 126; execvp and GNU timeout say ENOENT, 127.
+    assert main(["run", "--", ""]) == 127
+    err = capsys.readouterr().err
+    assert err == "statewait: failed to run command '': No such file or directory\n"
+
+
 @real
 def test_main_command_not_executable_exits_126(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
