@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, Protocol
 
 from ._errors import ChildLostError
@@ -150,13 +150,20 @@ def spawn(args: Any, **popen_kwargs: Any) -> subprocess.Popen[Any]:
     Args:
         args: the program and its arguments, as for subprocess.Popen.
         **popen_kwargs: passed to subprocess.Popen. ``process_group`` or
-            ``start_new_session`` given here are respected.
+            ``start_new_session`` given here are respected. A ``preexec_fn``
+            runs first; then the child makes its own group unless preexec_fn
+            did (``preexec_fn=os.setsid`` works, as with Popen).
 
     Returns:
         The Popen.
     """
     if "process_group" not in popen_kwargs and not popen_kwargs.get("start_new_session"):
-        if sys.version_info >= (3, 11):
+        preexec_fn = popen_kwargs.get("preexec_fn")
+        if preexec_fn is not None:
+            # Popen makes the group before preexec_fn runs, and a group leader
+            # may not call setsid(): the usual preexec_fn=os.setsid would fail.
+            popen_kwargs["preexec_fn"] = functools.partial(_lead_a_group_after, preexec_fn)
+        elif sys.version_info >= (3, 11):
             popen_kwargs["process_group"] = 0
         else:
             popen_kwargs["start_new_session"] = True
@@ -171,6 +178,14 @@ def spawn(args: Any, **popen_kwargs: Any) -> subprocess.Popen[Any]:
         # backend, and signals to the pid-based path guarded by Popen's state.
         logger.debug("pid %d: no pidfd kept (%s)", child.pid, exc)
     return child
+
+
+def _lead_a_group_after(preexec_fn: Callable[[], object]) -> None:
+    """In the forked child: the caller's preexec_fn, then a group of its own
+    unless preexec_fn made one already (os.setsid, say)."""
+    preexec_fn()
+    if os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)
 
 
 def _adopt(child: ChildHandle) -> int | None:

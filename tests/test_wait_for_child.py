@@ -169,6 +169,22 @@ def test_spawn_makes_the_child_lead_a_new_group_and_respects_explicit_choices() 
         session.wait()
 
 
+def test_spawn_with_a_preexec_fn_still_leads_a_group_and_allows_setsid() -> None:
+    # preexec_fn=os.setsid is the usual subprocess idiom for "a group of its
+    # own". It runs after Popen's process_group=0, and a group leader may not
+    # call setsid(): Popen failed with "Exception occurred in preexec_fn".
+    script = child_script("import time; time.sleep(5)")
+    session = spawn(script, preexec_fn=os.setsid)
+    plain = spawn(script, preexec_fn=lambda: None)
+    try:
+        assert os.getsid(session.pid) == os.getpgid(session.pid) == session.pid
+        assert os.getpgid(plain.pid) == plain.pid
+    finally:
+        for child in (session, plain):
+            child.kill()
+            child.wait()
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_spawn_keeps_a_pidfd_until_the_child_is_reaped() -> None:
     before = open_fds()
