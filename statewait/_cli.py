@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ._cancel import CancelToken
-from ._child import spawn
+from ._child import ChildHandle, spawn
 from ._options import TerminationReason, WaitOptions, WaitOutcome
 from ._real import wait_for_child
 from ._signals import signal_group
@@ -350,7 +350,7 @@ def _run(request: _Request) -> int:
             outcome = wait_for_child(
                 child,
                 dataclasses.replace(request.options, cancellation=token),
-                soft_interrupt=functools.partial(signal_group, sig=request.soft_signal),
+                soft_interrupt=functools.partial(relay.soft_interrupt, sig=request.soft_signal),
                 hard_kill=functools.partial(signal_group, sig=request.kill_signal),
                 observer=timeline,
             )
@@ -480,6 +480,8 @@ class _SignalRelay:
         self._timeline = timeline
         #: The first relayed signal statewait received.
         self.first: int | None = None
+        #: A second one, received before the wait sent the soft interrupt.
+        self.early_second: int | None = None
 
     @contextmanager
     def installed(self, soft_signal: int) -> Iterator[_SignalRelay]:
@@ -515,3 +517,14 @@ class _SignalRelay:
         if self.first is None:
             self.first = signum
             self._token.cancel()  # safe in a signal handler
+        elif self._timeline.ended_at is None:
+            # The wait has not acted on the first one yet (`kill -INT; kill
+            # -TERM`): raising here would only repeat the cancellation.
+            self.early_second = signum
+
+    def soft_interrupt(self, child: ChildHandle, sig: int) -> None:
+        """Send the soft interrupt; then escalate at once if a second signal
+        came before it went out, as one during the grace would."""
+        signal_group(child, sig)
+        if self.early_second is not None:
+            raise _Escalate(self.early_second)

@@ -468,6 +468,25 @@ def test_second_SIGINT_to_statewait_sends_the_hard_kill_at_once() -> None:
 
 
 @real
+def test_second_signal_to_statewait_before_the_soft_interrupt_went_out_still_escalates() -> None:
+    # Two signals back to back (`kill -INT $P; kill -TERM $P`): the second
+    # lands before the wait has acted on the first. It used to be dropped,
+    # and the command got the whole grace.
+    started = time.monotonic()
+    proc = statewait("run", "--grace", "30", "--json", "--", *REPORTS_SIGINT)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the pid: statewait's handlers are in place
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc)
+    report = last_json(err)
+    assert code == 130  # the first signal's
+    assert (report["returncode"], report["termination"]) == (-signal.SIGKILL, "cancelled")
+    assert report["interrupted_at"] <= report["killed_at"] <= report["elapsed"]
+    assert time.monotonic() - started < 20  # not the 30 s grace
+
+
+@real
 def test_signal_to_statewait_during_a_timeouts_grace_escalates() -> None:
     # SIGINT held: statewait passes the mask on to the command, which takes the
     # timeout's SIGINT once ready; statewait itself is then signalled with SIGTERM.
