@@ -64,7 +64,7 @@ MIN_SLICE_NS = 1_000_000
 #: with no deadline and nothing to poll still sleeps without a limit.
 MAX_SLICE_NS = 86_400 * 1_000_000_000
 
-_NS_PER_SECOND = 1e9
+_NS_PER_SECOND = 1_000_000_000  # an int: exact, and no overflow past 1e308 ns
 
 #: What a timeline event can be.
 EventKind = Literal[

@@ -231,3 +231,24 @@ def test_sim_explore_without_hypothesis_says_what_to_install(
     assert (
         capsys.readouterr().err == "sim: explore needs hypothesis: pip install 'statewait[sim]'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expect"),
+    [
+        ("cancel_at = 1e300\nchild = { on_interrupt = { exit_after = 0.5 } }", ""),
+        ("child = { exit_at = 1e300 }", ""),
+        ("child = { exit_at = 1.0 }", "elapsed = 1e300"),
+    ],
+    ids=["cancel-at-1e300", "exit-at-1e300", "expected-1e300"],
+)
+def test_sim_run_times_past_1e299_seconds_are_reported_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: str, expect: str
+) -> None:
+    # A duration near float's limit is valid seconds, but in nanoseconds it is
+    # past float's range: every conversion back to seconds must stay exact ints.
+    text = f'[[scenario]]\nname = "far"\n{fields}\n[scenario.expect]\n{expect}\n'
+    code, out = run("run", str(write(tmp_path, "far.toml", text)))
+    assert code == (1 if expect else 0), out
+    assert capsys.readouterr().err == ""
+    assert "1 scenarios in 1 files" in out.splitlines()[-1]
