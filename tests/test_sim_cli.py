@@ -252,3 +252,33 @@ def test_sim_run_times_past_1e299_seconds_are_reported_not_a_traceback(
     assert code == (1 if expect else 0), out
     assert capsys.readouterr().err == ""
     assert "1 scenarios in 1 files" in out.splitlines()[-1]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--seconds", "nan"], "--seconds must be a finite number > 0, got nan"),
+        (["--seconds", "inf"], "--seconds must be a finite number > 0, got inf"),
+        (["--seconds", "-1"], "--seconds must be a finite number > 0, got -1.0"),
+        (["--seconds", "0"], "--seconds must be a finite number > 0, got 0.0"),
+        (["--examples", "0"], "--examples must be at least 1"),
+        (["--examples", "-3"], "--examples must be at least 1"),
+    ],
+)
+def test_sim_bench_a_bad_option_exits_2_without_running(
+    capsys: pytest.CaptureFixture[str], argv: list[str], problem: str
+) -> None:
+    # NaN and inf used to loop for ever, a negative budget ran anyway, and
+    # --examples 0 ended in hypothesis's traceback.
+    assert run("bench", *argv) == (2, "")
+    assert capsys.readouterr().err == f"sim: {problem}\n"
+
+
+def test_sim_run_a_path_that_is_neither_file_nor_directory_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run("run", "/dev/null")[0] == 2
+    assert capsys.readouterr().err == (
+        "sim: /dev/null: not a regular file or a directory of *.toml files\n"
+    )
