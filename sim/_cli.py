@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import random
 import sys
 from collections.abc import Sequence
@@ -104,6 +105,8 @@ def _files(paths: Sequence[Path]) -> list[Path]:
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise ScenarioFileError(path, None, "not a regular file or a directory of *.toml files")
         else:
             raise ScenarioFileError(path, None, "no such file or directory")
     return files
@@ -192,6 +195,12 @@ def _explore(args: argparse.Namespace, out: TextIO) -> int:
 def _bench(args: argparse.Namespace, out: TextIO) -> int:
     from ._explore import bench
 
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        print(f"sim: --seconds must be a finite number > 0, got {args.seconds}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.examples < 1:
+        print("sim: --examples must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     cases = _load(args.paths) if args.paths else []
     if cases is None:
         return EXIT_USAGE

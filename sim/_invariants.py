@@ -78,7 +78,7 @@ class Violation:
     message: str
 
     def __str__(self) -> str:
-        when = "" if self.at is None else f" at {seconds(round(self.at * 1e9))} s"
+        when = "" if self.at is None else f" at {seconds(to_ns(self.at))} s"
         return f"{self.invariant}{when}: {self.message}"
 
 
@@ -205,7 +205,9 @@ def check_invariants(scenario: Scenario, trace: Trace) -> list[Violation]:
         if len(founds) > 1:
             message += f" (and {len(founds) - 1} more times, the last at {_at(founds[-1].at)})"
         violations.append(
-            Violation(rule.split(".")[0], None if first.at is None else first.at / 1e9, message)
+            Violation(
+                rule.split(".")[0], None if first.at is None else first.at / 1_000_000_000, message
+            )
         )
     return sorted(violations, key=lambda v: (int(v.invariant[1:]), v.at or 0.0))
 

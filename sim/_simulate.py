@@ -53,7 +53,7 @@ from ._scenario import ChildExit, Scenario, Signal
 
 __all__ = ["Sleep", "Trace", "TraceEnd", "simulate"]
 
-_NS_PER_SECOND = 1e9
+_NS_PER_SECOND = 1_000_000_000  # an int: exact, and no overflow past 1e308 ns
 
 #: How a simulation ended: the wait returned, raised (a user callback's
 #: exception, re-raised by the loop after the child was dealt with), would

@@ -596,15 +596,25 @@ class Supervisor:
             logger.exception("pid %d: a Future done-callback failed", watch.child.pid)
 
     def _abort(self, exc: BaseException) -> None:
-        """The thread is failing: kill what it watched and fail every Future."""
+        """The thread is failing: kill and reap what it watched, then fail every
+        Future (as close() would: a child killed but unreaped is a zombie)."""
         with self._lock:
             self._closing = True
             watches = list(self._watched.values())
             self._watched.clear()
         for watch in watches:
-            unclaim(watch.child)
             with contextlib.suppress(BaseException):
                 kill_group(watch.child)
+        for watch in watches:
+            child = watch.child
+            with contextlib.suppress(BaseException):
+                child.wait(watch.options.abandon_after)  # after SIGKILL, as long as a wait would
+            with contextlib.suppress(BaseException):
+                self._unselect(watch)
+                if watch.exit_watch is not None:
+                    unwatch_exit(child, watch.exit_watch, watch)
+            release(child)  # closes the kept pidfd once the child is reaped
+            unclaim(child)
             if watch.wait is not None:
                 watch.wait.release()
             if not watch.future.done():

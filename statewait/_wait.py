@@ -64,7 +64,7 @@ MIN_SLICE_NS = 1_000_000
 #: with no deadline and nothing to poll still sleeps without a limit.
 MAX_SLICE_NS = 86_400 * 1_000_000_000
 
-_NS_PER_SECOND = 1e9
+_NS_PER_SECOND = 1_000_000_000  # an int: exact, and no overflow past 1e308 ns
 
 #: What a timeline event can be.
 EventKind = Literal[
@@ -516,6 +516,16 @@ async def run_wait_async(
                 exit_status = await waiter.wait(wait.slice_ns, wait.wakes_on_cancel)
                 wait.polls_exit = waiter.polls
                 wait.step(clock(), exit_status)
+            except GeneratorExit:
+                # The coroutine is being closed (its event loop is gone, say):
+                # it can await nothing more, so no grace can be timed and no
+                # exit seen. Escalate at once rather than leave the child
+                # running unsupervised: the soft interrupt, then the hard kill.
+                for _ in range(2):
+                    if not wait.done:
+                        wait.stop()
+                        wait.step(clock(), None)
+                raise
             except BaseException as exc:
                 wait.interrupted(exc)
     finally:

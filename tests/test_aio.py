@@ -551,3 +551,27 @@ def test_aio_asyncio_child_reaped_by_asyncio_before_its_signal_is_not_an_error(
         assert (outcome.returncode, outcome.termination) == (0, TerminationReason.TIMEOUT)
 
     arun(main)
+
+
+def test_aio_wait_closed_with_its_event_loop_kills_the_child_at_once_and_lets_go() -> None:
+    # A loop closed with the wait still pending: the coroutine is closed
+    # (GeneratorExit) and can await nothing more. It used to send the soft
+    # interrupt, try to await the grace -- "coroutine ignored GeneratorExit" --
+    # and leave a child that ignores SIGINT running unsupervised.
+    child = start_ready(IGNORES_SIGINT)
+    events: list[WaitEvent] = []
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(
+        aio.wait_for_child(child, WaitOptions(interrupt_grace=60), observer=events.append)
+    )
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()
+    task.get_coro().close()  # what the garbage collector does to the dropped task
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    close_pipes(child)
+    assert [k for k in kinds(events) if k in ("soft_interrupt", "hard_kill")] == [
+        "soft_interrupt",
+        "hard_kill",
+    ]
+    # The child is free again for another wait.
+    assert arun(lambda: aio.wait_for_child(child)).returncode == -signal.SIGKILL

@@ -231,3 +231,54 @@ def test_sim_explore_without_hypothesis_says_what_to_install(
     assert (
         capsys.readouterr().err == "sim: explore needs hypothesis: pip install 'statewait[sim]'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expect"),
+    [
+        ("cancel_at = 1e300\nchild = { on_interrupt = { exit_after = 0.5 } }", ""),
+        ("child = { exit_at = 1e300 }", ""),
+        ("child = { exit_at = 1.0 }", "elapsed = 1e300"),
+    ],
+    ids=["cancel-at-1e300", "exit-at-1e300", "expected-1e300"],
+)
+def test_sim_run_times_past_1e299_seconds_are_reported_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: str, expect: str
+) -> None:
+    # A duration near float's limit is valid seconds, but in nanoseconds it is
+    # past float's range: every conversion back to seconds must stay exact ints.
+    text = f'[[scenario]]\nname = "far"\n{fields}\n[scenario.expect]\n{expect}\n'
+    code, out = run("run", str(write(tmp_path, "far.toml", text)))
+    assert code == (1 if expect else 0), out
+    assert capsys.readouterr().err == ""
+    assert "1 scenarios in 1 files" in out.splitlines()[-1]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--seconds", "nan"], "--seconds must be a finite number > 0, got nan"),
+        (["--seconds", "inf"], "--seconds must be a finite number > 0, got inf"),
+        (["--seconds", "-1"], "--seconds must be a finite number > 0, got -1.0"),
+        (["--seconds", "0"], "--seconds must be a finite number > 0, got 0.0"),
+        (["--examples", "0"], "--examples must be at least 1"),
+        (["--examples", "-3"], "--examples must be at least 1"),
+    ],
+)
+def test_sim_bench_a_bad_option_exits_2_without_running(
+    capsys: pytest.CaptureFixture[str], argv: list[str], problem: str
+) -> None:
+    # NaN and inf used to loop for ever, a negative budget ran anyway, and
+    # --examples 0 ended in hypothesis's traceback.
+    assert run("bench", *argv) == (2, "")
+    assert capsys.readouterr().err == f"sim: {problem}\n"
+
+
+def test_sim_run_a_path_that_is_neither_file_nor_directory_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run("run", "/dev/null")[0] == 2
+    assert capsys.readouterr().err == (
+        "sim: /dev/null: not a regular file or a directory of *.toml files\n"
+    )

@@ -458,3 +458,28 @@ def test_Supervisor_a_few_hundred_children_with_random_exits_and_timeouts() -> N
         got = [(outcome_of(f).returncode, outcome_of(f).termination) for f, _ in plans]
     assert got == [expected for _, expected in plans]
     assert zombie_children() == []
+
+
+def test_Supervisor_thread_failure_kills_and_reaps_every_child_before_failing_its_Future(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug in the thread itself (here: its timers) must not leave zombies or
+    # Futures failed while their child is still unreaped.
+    fds = open_fds()
+    sup = Supervisor(backend=backend)
+    children = [spawn(["sleep", "60"]), start_ready(IGNORES_SIGINT)]
+    futures = [sup.watch(child, WaitOptions(timeout=0.2)) for child in children]
+
+    def broken() -> None:
+        raise MemoryError("a bug in the supervisor thread")
+
+    monkeypatch.setattr(sup, "_fire_timers", broken)  # fails at its next wakeup, before 0.2 s
+    for future in futures:
+        with pytest.raises(MemoryError):
+            future.result(RESULT_TIMEOUT)
+    sup.close()
+    for child in children:
+        close_pipes(child)
+    assert [child.returncode for child in children] == [-signal.SIGKILL] * 2
+    assert zombie_children() == []
+    assert open_fds() == fds
