@@ -37,10 +37,13 @@ How to read them:
   soon as it tells a blocking `Popen.wait()`; the difference in the table is
   the Python that runs after the wakeup on a cold cache (reaping through
   `Popen.wait()`, the machine's transition to EXITED, releasing the pidfd),
-  about 0.25 ms on this machine. That is the cost of running any Python after
-  a sleep, on caches the exiting child has just used: warm, the same code
-  path takes 16 us, and with the machine's transition cut out of it (an
-  experiment, not shipped) the median was still 1.21x the blocking wait.
+  about 0.27 ms on each machine measured so far (an AMD EPYC and an Intel
+  Xeon, 2 cores each), so the ratio depends on how fast the kernel wakes a
+  blocked parent there. That is the cost of running any Python after a
+  sleep, on caches the exiting child has just used: warm, the same code path
+  takes 16 us, and with the machine's transition cut out of it (an
+  experiment on the AMD machine, not shipped) the median was still 1.21x the
+  blocking wait.
   `Popen.wait(timeout=)` and the `poll` backend sleep between polls, hence
   their tens of milliseconds.
 - **Cancellation** with a `CancelToken` wakes the wait through a descriptor:
