@@ -81,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown page here")
-    parser.add_argument("--only", action="append", help="run only this suite (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[name for name, _ in _suites(True, 0)],
+        help="run only this suite (repeatable); the docs page is not rewritten unless --out",
+    )
     args = parser.parse_args(argv)
-    out = args.out if args.out is not None or args.quick else PAGE
+    # A partial or quick run never replaces the docs page: it would lose tables.
+    out = args.out if args.out is not None or args.quick or args.only else PAGE
     print(f"machine: {machine()}", flush=True)
     tables = []
     for name, suite in _suites(args.quick, args.seed):

@@ -56,6 +56,7 @@ def idle_cost(duration: float) -> Table:
         ["method", "waiting-thread wakeups", "waiting-thread CPU (ms)", "process CPU (ms)"],
     )
     for name, wait in _methods(duration).items():
+        wait(statewait.spawn(["true"]))  # first-call costs (imports, caches) are not idling
         child = statewait.spawn(["sleep", str(duration)])
         switches, cpu, times = _switches(), time.thread_time(), os.times()
         wait(child)
