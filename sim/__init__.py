@@ -8,7 +8,7 @@ docs/invariants.md. `sim.strategies` holds hypothesis strategies for property
 tests (it needs hypothesis); `load_scenarios` reads scenario files and
 `python -m sim` runs them; `sim.mutants` holds deliberately broken machines.
 
-Example:
+Examples:
     >>> from sim import FakeChild, Scenario, check_invariants, simulate
     >>> scenario = Scenario(timeout=1.0, interrupt_grace=0.5,
     ...                     child=FakeChild(on_interrupt="ignore"))

@@ -23,7 +23,7 @@ class VirtualClock:
         lateness: how late (ns) each wakeup is, in order; wakeups past the end
             of the sequence are on time.
 
-    Example:
+    Examples:
         >>> clock = VirtualClock(lateness=[0, 5])
         >>> clock.sleep(clock.due(100, wake_at=[40]))  # woken at 40 by an event
         0

@@ -85,7 +85,7 @@ def virtual_time(epoch: datetime.datetime = EPOCH) -> Iterator[None]:
     Args:
         epoch: the wall-clock time at virtual time 0.
 
-    Example:
+    Examples:
         >>> import time
         >>> from sim import FakeChild, Scenario, simulate
         >>> seen = []

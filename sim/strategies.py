@@ -224,7 +224,7 @@ def scenarios(
         max_ms: the scale of the timeline: timeouts and cancellations up to
             it, exits up to twice it.
 
-    Example:
+    Examples:
         >>> from hypothesis import given
         >>> from sim import check_invariants, simulate
         >>> @given(scenarios(backends=["poll"]))

@@ -66,7 +66,7 @@ class CancelToken:
     one for the next job. After os.fork() the child's copy is a token of its
     own: a cancel() on either side does not wake the other.
 
-    Example:
+    Examples:
         >>> token = CancelToken()
         >>> token.cancelled
         False

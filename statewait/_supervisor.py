@@ -142,7 +142,7 @@ class Supervisor:
     whatever is still running, escalates it and reaps it, and joins the
     thread.
 
-    Example:
+    Examples:
         >>> from statewait import Supervisor, WaitOptions, spawn
         >>> with Supervisor() as sup:
         ...     futures = [sup.watch(spawn(["true"]), WaitOptions(timeout=10)) for _ in range(3)]

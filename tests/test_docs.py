@@ -117,10 +117,13 @@ def test_docs_console_session_replays(session: str, tmp_path: Path) -> None:
 
 
 def test_api_page_lists_every_public_name() -> None:
+    import sim
     import statewait
     import statewait.aio
 
     page = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^\s+- (\w+)$", page, re.M))
-    public = (set(statewait.__all__) | set(statewait.aio.__all__)) - {"__version__"}
+    public = (set(statewait.__all__) | set(statewait.aio.__all__) | set(sim.__all__)) - {
+        "__version__"
+    }
     assert public <= listed, sorted(public - listed)
