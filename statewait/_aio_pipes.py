@@ -21,6 +21,13 @@ __all__ = ["ChildPipes"]
 #: How much one read or write moves at most.
 _CHUNK = 65536
 
+#: Once the drain is over, what the pipes already hold is read in reads of
+#: this size, at most _LAST_READS of them per pipe: more than a full pipe
+#: holds (64 KiB by default, up to 16 MiB with pipesize=), so a grandchild
+#: that keeps writing cannot keep the read going.
+_LAST_READ = 1 << 20
+_LAST_READS = 16
+
 
 class _Capture:
     """One output pipe, read until EOF into a buffer that keeps the newest bytes."""
@@ -46,6 +53,24 @@ class _Capture:
             self.close()
             return
         self.buffer.add(chunk)
+
+    def read_what_is_left(self) -> None:
+        """Take what the pipe holds now, without waiting for more.
+
+        It was written before the drain ended (the child's last output, say,
+        not read yet when its exit was seen): it is kept, as run() keeps it.
+        """
+        for _ in range(_LAST_READS):
+            if self._pipe.closed:
+                return
+            try:
+                chunk = os.read(self._fd, _LAST_READ)
+            except OSError:  # BlockingIOError: the pipe is empty
+                return
+            if not chunk:
+                self.close()
+                return
+            self.buffer.add(chunk)
 
     def close(self) -> None:
         if self._pipe.closed:
@@ -140,12 +165,16 @@ class ChildPipes:
 
         After the child's exit its output may still be in the pipes, or a
         grandchild may hold them open; what arrives within the timeout is
-        kept. Then every pipe is closed.
+        kept, and so is what the pipes hold when it is over. Then every pipe
+        is closed.
         """
-        pending = [c.eof for c in (self.stdout, self.stderr) if c is not None and not c.eof.done()]
+        captures = [c for c in (self.stdout, self.stderr) if c is not None]
+        pending = [c.eof for c in captures if not c.eof.done()]
         try:
             if pending:
                 await asyncio.wait(pending, timeout=timeout)
+            for capture in captures:
+                capture.read_what_is_left()
         finally:
             self.close()
 

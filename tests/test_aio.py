@@ -8,12 +8,14 @@ test_front_ends.py.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -32,6 +34,7 @@ from statewait import (
     available_backends,
     spawn,
 )
+from statewait._aio_pipes import ChildPipes
 
 from .conftest import (
     DIES_ON_SIGINT,
@@ -476,6 +479,29 @@ def test_aio_run_io_drain_timeout_bounds_the_read_after_the_exit(subreaper: Subr
     grandchild = arun(main)
     os.kill(grandchild, signal.SIGKILL)
     subreaper.wait_for(grandchild)
+
+
+def test_aio_run_drain_ending_keeps_what_the_pipe_already_holds() -> None:
+    # 900 kB already in a widened pipe whose writer (a grandchild, say) keeps
+    # it open: a drain of 0 s must still keep every byte, as run() does. The
+    # loop reads 64 KiB per readiness, so this used to keep a few of them.
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 1 << 20)  # type: ignore[attr-defined]
+    os.write(write_fd, b"x" * 900_000)
+
+    async def main(child: Any) -> bytes:
+        pipes = ChildPipes(asyncio.get_running_loop(), child, None, None)
+        await pipes.drain(0)
+        assert pipes.stdout is not None
+        return pipes.stdout.buffer.take()
+
+    with open(read_fd, "rb") as stdout:
+        child = types.SimpleNamespace(stdin=None, stdout=stdout, stderr=None)
+        try:
+            assert len(arun(lambda: main(child))) == 900_000
+            assert stdout.closed
+        finally:
+            os.close(write_fd)
 
 
 def test_aio_run_timeout_and_check() -> None:
