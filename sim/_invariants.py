@@ -416,9 +416,32 @@ def _i6_end(f: _Facts) -> Iterator[_Found]:
             )
         elif event.kind == "abandon" and not f.hard:
             yield _Found("I6.abandon", event.at, "abandoned without a hard kill")
+    # Exactly one terminal event, the last one: nothing happens after the end.
+    ends = [i for i, e in enumerate(f.trace.timeline) if e.kind in ("exit", "abandon")]
+    if len(ends) > 1 or (ends and ends[-1] != len(f.trace.timeline) - 1):
+        extra = f.trace.timeline[ends[1] if len(ends) > 1 else ends[0] + 1]
+        yield _Found(
+            "I6.after-end",
+            extra.at,
+            f"event {extra.kind!r} after the wait had ended "
+            f"({f.trace.timeline[ends[0]].kind} at {seconds(f.trace.timeline[ends[0]].at)} s)",
+        )
     out = f.trace.outcome
     if out is None:
         return
+    if not ends:
+        yield _Found(
+            "I6.returned-early",
+            f.trace.ended_at,
+            f"the wait returned {out} in {f.last_state.name}, neither on the exit nor an abandon",
+        )
+    elif out.elapsed != f.trace.timeline[ends[0]].at / 1_000_000_000:  # seconds, nearest float
+        yield _Found(
+            "I6.elapsed",
+            f.trace.ended_at,
+            f"the outcome says elapsed={out.elapsed!r}, the wait ended at "
+            f"{seconds(f.trace.timeline[ends[0]].at)} s",
+        )
     if out.abandoned != (f.last_state is ABANDONED) or (
         out.abandoned and out.returncode is not None
     ):
