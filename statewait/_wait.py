@@ -219,6 +219,11 @@ class Wait(WaitModel):
         return self._wakes_on_token and self.state is RUNNING
 
     @property
+    def acting(self) -> bool:
+        """An exception or a stop waits for the next `step` to be acted on."""
+        return self._pending_exception is not None or self._stop_pending
+
+    @property
     def slice_ns(self) -> int | None:
         """How long the driver may block before the next `step` (ns).
 
@@ -514,8 +519,6 @@ async def run_wait_async(
         while not wait.done:
             try:
                 exit_status = await waiter.wait(wait.slice_ns, wait.wakes_on_cancel)
-                wait.polls_exit = waiter.polls
-                wait.step(clock(), exit_status)
             except GeneratorExit:
                 # The coroutine is being closed (its event loop is gone, say):
                 # it can await nothing more, so no grace can be timed and no
@@ -524,10 +527,30 @@ async def run_wait_async(
                 for _ in range(2):
                     if not wait.done:
                         wait.stop()
-                        wait.step(clock(), None)
+                        wait.step(_read(clock, wait), None)
                 raise
             except BaseException as exc:
+                # Acted on after one look at the child (the next turn), so that
+                # no signal goes to a child that has exited -- unless this was
+                # that look: then act without it, rather than look for ever.
+                looked = wait.acting
                 wait.interrupted(exc)
+                if not looked:
+                    continue
+                exit_status = None
+            wait.polls_exit = waiter.polls
+            wait.step(_read(clock, wait), exit_status)
     finally:
         wait.release()
     return wait.result()
+
+
+def _read(clock: Clock, wait: Wait) -> int:
+    """The clock's reading. A clock that raises is a failure like any other
+    (kept, acted on at once), and time stands still at the last reading: the
+    table is still evaluated, so the loop neither spins nor skips the escalation."""
+    try:
+        return clock()
+    except BaseException as exc:
+        wait.interrupted(exc)
+        return wait.now
