@@ -427,15 +427,18 @@ def _i6_end(f: _Facts) -> Iterator[_Found]:
             f"({f.trace.timeline[ends[0]].kind} at {seconds(f.trace.timeline[ends[0]].at)} s)",
         )
     out = f.trace.outcome
-    if out is None:
-        return
-    if not ends:
+    if f.trace.end in ("returned", "raised") and not ends:
+        what = repr(f.trace.raised) if out is None else str(out)
         yield _Found(
             "I6.returned-early",
             f.trace.ended_at,
-            f"the wait returned {out} in {f.last_state.name}, neither on the exit nor an abandon",
+            f"the wait {f.trace.end} {what} in {f.last_state.name}, "
+            "neither on the exit nor an abandon",
         )
-    elif out.elapsed != f.trace.timeline[ends[0]].at / 1_000_000_000:  # seconds, nearest float
+    if out is None:
+        return
+    # elapsed is the end's time in seconds, as the nearest float.
+    if ends and out.elapsed != f.trace.timeline[ends[0]].at / 1_000_000_000:
         yield _Found(
             "I6.elapsed",
             f.trace.ended_at,

@@ -236,3 +236,27 @@ def test_check_invariants_I6_nothing_after_the_terminal_event() -> None:
     (violation,) = check_invariants(scenario, twice)
     assert violation.invariant == "I6"
     assert "event 'exit' after the wait had ended (exit at 0.000 s)" in violation.message
+
+
+def test_check_invariants_I6_a_wait_that_raised_before_the_exit() -> None:
+    # A failing callback is re-raised only once the child is gone: a trace
+    # that raised while the child was still in its grace breaks I6.
+    scenario = Scenario(cancel_at=0.3, child=STUBBORN)
+
+    def broken() -> None:
+        raise RuntimeError("no such group")
+
+    trace = simulate(scenario, soft_interrupt=broken)
+    assert trace.end == "raised"
+    assert check_invariants(scenario, trace) == []
+    cut = trace.timeline.index(next(e for e in trace.timeline if e.kind == "exception"))
+    early = dataclasses.replace(
+        trace,
+        timeline=trace.timeline[: cut + 1],
+        signals=trace.signals[:1],
+        sleeps=trace.sleeps[:1],
+        ended_at=trace.timeline[cut].at,
+    )
+    (violation,) = check_invariants(scenario, early)
+    assert violation.invariant == "I6"
+    assert "the wait raised RuntimeError('no such group') in TERMINATING" in violation.message
