@@ -149,6 +149,14 @@ class _Facts:
         self.soft = [sig.at for sig in trace.signals if sig.kind == "soft_interrupt"]
         self.hard = [sig.at for sig in trace.signals if sig.kind == "hard_kill"]
         self.evaluations = list(_evaluations(trace))
+        #: The evaluations that decide: not those cut short by an exception (a
+        #: hook or the observer raised), which the look after the exception,
+        #: at the same instant, completes.
+        self.decisive = [
+            ev
+            for ev, then in zip(self.evaluations, [*self.evaluations[1:], None], strict=True)
+            if then is None or then.kind != "exception" or then.at != ev.at
+        ]
         self.reasons = [e.detail for e in trace.timeline if e.kind == "soft_interrupt"]
         states = [e.state for e in trace.timeline if e.kind == "wakeup"]
         #: Each sleep with the state the wait was in while it slept.
@@ -284,7 +292,7 @@ def _i4_deadlines(f: _Facts) -> Iterator[_Found]:
                 )
     # No later than the floor: a look strictly past its state's deadline acts
     # on it (or on the exit) ...
-    for ev in f.evaluations:
+    for ev in f.decisive:
         deadline = f.deadline(ev.before)
         if deadline is not None and ev.at > deadline and ev.after is ev.before:
             yield _Found(
@@ -329,7 +337,7 @@ def _i5_cancellation(f: _Facts) -> Iterator[_Found]:
     if c is None:
         return
     # Every look at or after the request acts on it (or on the exit, or the timeout) ...
-    for ev in f.evaluations:
+    for ev in f.decisive:
         if ev.at >= c and ev.before is RUNNING and ev.after is RUNNING:
             yield _Found(
                 "I5.ignored",
@@ -367,7 +375,7 @@ def _i6_exit(f: _Facts) -> Iterator[_Found]:
                 f"{sig.kind.replace('_', ' ')} sent to a child whose exit was observable "
                 f"since {seconds(known.at)} s",
             )
-    for ev in f.evaluations:
+    for ev in f.decisive:
         known = f.exit_before(ev.sent_before)
         if known is None or known.at > ev.at or ev.before not in LIVE_STATES:
             continue

@@ -158,6 +158,9 @@ class Wait(WaitModel):
         observer: receives each timeline event.
         label: names the child in log lines.
         machine: the machine to attach to; tests pass mutated ones.
+        recorder: also receives each timeline event, before the observer, and
+            is never dropped (the observer is, once it raised): the
+            simulator's record of the whole timeline. It must not raise.
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class Wait(WaitModel):
         observer: Observer | None = None,
         label: str = "child",
         machine: Machine = MACHINE,
+        recorder: Observer | None = None,
     ) -> None:
         cancel = probe(options.cancellation)
         super().__init__(
@@ -183,6 +187,7 @@ class Wait(WaitModel):
         self._send_soft_interrupt = soft_interrupt
         self._send_hard_kill = hard_kill
         self._observer = observer
+        self._recorder = recorder
         self._label = label
         self._poll = to_ns(options.poll_interval)
         #: The exit waiter notices exits only when polled; run_wait refreshes
@@ -349,6 +354,7 @@ class Wait(WaitModel):
             self._machine.remove_model(self)
             self.cancel_check = None
             self._observer = None
+            self._recorder = None
 
     # -- the machine's hooks
     def on_soft_interrupt(self) -> None:
@@ -375,10 +381,13 @@ class Wait(WaitModel):
 
     def _emit(self, kind: EventKind, detail: object) -> None:
         at = self.now - self.start
+        event = WaitEvent(at, kind, self.state, detail)
+        if self._recorder is not None:
+            self._recorder(event)
         observer = self._observer
         if observer is not None:
             try:
-                observer(WaitEvent(at, kind, self.state, detail))
+                observer(event)
             except BaseException:
                 # Heard once, like any failure; an observer that fails on every
                 # event would otherwise fail the escalation's events too, for ever.
@@ -406,6 +415,7 @@ def run_wait(
     observer: Observer | None = None,
     label: str = "child",
     machine: Machine = MACHINE,
+    recorder: Observer | None = None,
 ) -> WaitOutcome:
     """Wait for one child on this thread: the one wait loop, blocking.
 
@@ -422,6 +432,7 @@ def run_wait(
         observer: receives each timeline event.
         label: names the child in log lines.
         machine: the machine to drive; tests pass mutated ones.
+        recorder: see Wait (the simulator's record of the timeline).
 
     Returns:
         The WaitOutcome, once the exit was observed or the wait was abandoned.
@@ -441,6 +452,7 @@ def run_wait(
         observer=observer,
         label=label,
         machine=machine,
+        recorder=recorder,
     )
     try:
         loop.send(None)
@@ -476,6 +488,7 @@ async def run_wait_async(
     observer: Observer | None = None,
     label: str = "child",
     machine: Machine = MACHINE,
+    recorder: Observer | None = None,
 ) -> WaitOutcome:
     """THE wait loop: block for the slice the Wait asks for, step, repeat.
 
@@ -495,6 +508,7 @@ async def run_wait_async(
         observer: receives each timeline event.
         label: names the child in log lines.
         machine: the machine to drive; tests pass mutated ones.
+        recorder: see Wait (the simulator's record of the timeline).
 
     Returns:
         The WaitOutcome, once the exit was observed or the wait was abandoned.
@@ -514,6 +528,7 @@ async def run_wait_async(
         observer=observer,
         label=label,
         machine=machine,
+        recorder=recorder,
     )
     try:
         while not wait.done:
