@@ -149,6 +149,14 @@ class _Facts:
         self.soft = [sig.at for sig in trace.signals if sig.kind == "soft_interrupt"]
         self.hard = [sig.at for sig in trace.signals if sig.kind == "hard_kill"]
         self.evaluations = list(_evaluations(trace))
+        #: The evaluations that decide: not those cut short by an exception (a
+        #: hook or the observer raised), which the look after the exception,
+        #: at the same instant, completes.
+        self.decisive = [
+            ev
+            for ev, then in zip(self.evaluations, [*self.evaluations[1:], None], strict=True)
+            if then is None or then.kind != "exception" or then.at != ev.at
+        ]
         self.reasons = [e.detail for e in trace.timeline if e.kind == "soft_interrupt"]
         states = [e.state for e in trace.timeline if e.kind == "wakeup"]
         #: Each sleep with the state the wait was in while it slept.
@@ -284,7 +292,7 @@ def _i4_deadlines(f: _Facts) -> Iterator[_Found]:
                 )
     # No later than the floor: a look strictly past its state's deadline acts
     # on it (or on the exit) ...
-    for ev in f.evaluations:
+    for ev in f.decisive:
         deadline = f.deadline(ev.before)
         if deadline is not None and ev.at > deadline and ev.after is ev.before:
             yield _Found(
@@ -329,7 +337,7 @@ def _i5_cancellation(f: _Facts) -> Iterator[_Found]:
     if c is None:
         return
     # Every look at or after the request acts on it (or on the exit, or the timeout) ...
-    for ev in f.evaluations:
+    for ev in f.decisive:
         if ev.at >= c and ev.before is RUNNING and ev.after is RUNNING:
             yield _Found(
                 "I5.ignored",
@@ -367,7 +375,7 @@ def _i6_exit(f: _Facts) -> Iterator[_Found]:
                 f"{sig.kind.replace('_', ' ')} sent to a child whose exit was observable "
                 f"since {seconds(known.at)} s",
             )
-    for ev in f.evaluations:
+    for ev in f.decisive:
         known = f.exit_before(ev.sent_before)
         if known is None or known.at > ev.at or ev.before not in LIVE_STATES:
             continue
@@ -416,9 +424,35 @@ def _i6_end(f: _Facts) -> Iterator[_Found]:
             )
         elif event.kind == "abandon" and not f.hard:
             yield _Found("I6.abandon", event.at, "abandoned without a hard kill")
+    # Exactly one terminal event, the last one: nothing happens after the end.
+    ends = [i for i, e in enumerate(f.trace.timeline) if e.kind in ("exit", "abandon")]
+    if len(ends) > 1 or (ends and ends[-1] != len(f.trace.timeline) - 1):
+        extra = f.trace.timeline[ends[1] if len(ends) > 1 else ends[0] + 1]
+        yield _Found(
+            "I6.after-end",
+            extra.at,
+            f"event {extra.kind!r} after the wait had ended "
+            f"({f.trace.timeline[ends[0]].kind} at {seconds(f.trace.timeline[ends[0]].at)} s)",
+        )
     out = f.trace.outcome
+    if f.trace.end in ("returned", "raised") and not ends:
+        what = repr(f.trace.raised) if out is None else str(out)
+        yield _Found(
+            "I6.returned-early",
+            f.trace.ended_at,
+            f"the wait {f.trace.end} {what} in {f.last_state.name}, "
+            "neither on the exit nor an abandon",
+        )
     if out is None:
         return
+    # elapsed is the end's time in seconds, as the nearest float.
+    if ends and out.elapsed != f.trace.timeline[ends[0]].at / 1_000_000_000:
+        yield _Found(
+            "I6.elapsed",
+            f.trace.ended_at,
+            f"the outcome says elapsed={out.elapsed!r}, the wait ended at "
+            f"{seconds(f.trace.timeline[ends[0]].at)} s",
+        )
     if out.abandoned != (f.last_state is ABANDONED) or (
         out.abandoned and out.returncode is not None
     ):

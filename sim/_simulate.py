@@ -325,9 +325,12 @@ def simulate(
                 world,
                 soft_interrupt=hooks["soft_interrupt"],
                 hard_kill=hooks["hard_kill"],
-                observer=hooks["observer"],
+                observer=hooks.get("observer"),
                 label=scenario.name or "fake child",
                 machine=machine,
+                # Not the observer: the loop drops an observer that raised,
+                # and the trace must record the whole timeline all the same.
+                recorder=world.observe,
             )
         except BaseException as exc:
             # A user's callback failed: the loop escalated, then re-raised it.
@@ -357,13 +360,15 @@ def _hooks(
     user: dict[str, Callable[..., None] | None],
     errors: list[BaseException],
 ) -> dict[str, Callable[..., None]]:
-    """run_wait's callbacks: the world's, then the user's at virtual time."""
+    """run_wait's callbacks: the world's, then the user's at virtual time.
+    The world records the timeline as run_wait's recorder, so the observer is
+    the user's alone (absent if there is none)."""
     own: dict[str, Callable[..., None]] = {
-        "observer": world.observe,
+        "observer": _nothing,
         "soft_interrupt": world.soft_interrupt,
         "hard_kill": world.hard_kill,
     }
-    hooks = dict(own)
+    hooks = {name: hook for name, hook in own.items() if hook is not _nothing}
     for name, callback in user.items():
         if callback is None:
             continue
@@ -386,3 +391,7 @@ def _hooks(
 
         hooks[name] = both
     return hooks
+
+
+def _nothing(*args: object) -> None:
+    """The world's part of the observer hook: it records as the recorder."""

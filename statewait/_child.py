@@ -229,6 +229,8 @@ def pidfd_of(child: ChildHandle) -> int | None:
     try:
         fd = _adopt(child)
     except ProcessLookupError:
+        if _reaped_by_its_popen(child):
+            return None
         _raise_lost(child)  # no process has that pid, yet Popen never reaped it
     if fd is not None:
         # The pid named *a* process when it was opened; prove it is our child
@@ -236,6 +238,9 @@ def pidfd_of(child: ChildHandle) -> int | None:
         # If not, ChildLostError, and the fd (it may name that stranger) is
         # closed, never kept for signals.
         verify_child(child)
+        if child.returncode is not None:
+            _forget(child)  # Popen reaped it meanwhile: the fd may name a stranger
+            return None
     return fd
 
 
@@ -267,7 +272,8 @@ def verify_child(child: ChildHandle) -> None:
     try:
         _exited(child)
     except ChildProcessError:
-        _raise_lost(child)
+        if not _reaped_by_its_popen(child):
+            _raise_lost(child)
 
 
 def reap(child: subprocess.Popen[Any]) -> int | None:
@@ -291,9 +297,26 @@ def reap(child: subprocess.Popen[Any]) -> int | None:
     try:
         exited = _exited(child)
     except ChildProcessError:
+        if _reaped_by_its_popen(child):
+            return child.returncode
         child.poll()  # ECHILD: Popen marks it done; nothing may signal the pid now
         _raise_lost(child, waited=True)
     return child.wait() if exited else None
+
+
+def _reaped_by_its_popen(child: ChildHandle) -> bool:
+    """After ECHILD: whether the child's own Popen reaped it, in another thread
+    (a concurrent child.wait(), say), so its returncode is known.
+
+    Popen reaps while holding its waitpid lock and sets returncode before it
+    lets go; once the lock is free, a returncode still unset means somebody
+    else reaped the child.
+    """
+    lock = getattr(child, "_waitpid_lock", None)
+    if lock is not None:
+        with lock:
+            pass
+    return child.returncode is not None
 
 
 def _raise_lost(child: ChildHandle, *, waited: bool = False) -> NoReturn:

@@ -56,6 +56,8 @@ def signal_group(child: ChildHandle, sig: int) -> None:
             return  # reaped behind Popen's back; the pidfd kept us off its pid
     else:
         verify_child(child)  # no pidfd here: prove the pid is still our unreaped child
+        if child.returncode is not None:
+            return  # its Popen reaped it meanwhile, in another thread
     try:
         pgid = os.getpgid(child.pid)
     except ProcessLookupError:

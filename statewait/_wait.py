@@ -158,6 +158,9 @@ class Wait(WaitModel):
         observer: receives each timeline event.
         label: names the child in log lines.
         machine: the machine to attach to; tests pass mutated ones.
+        recorder: also receives each timeline event, before the observer, and
+            is never dropped (the observer is, once it raised): the
+            simulator's record of the whole timeline. It must not raise.
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class Wait(WaitModel):
         observer: Observer | None = None,
         label: str = "child",
         machine: Machine = MACHINE,
+        recorder: Observer | None = None,
     ) -> None:
         cancel = probe(options.cancellation)
         super().__init__(
@@ -183,6 +187,7 @@ class Wait(WaitModel):
         self._send_soft_interrupt = soft_interrupt
         self._send_hard_kill = hard_kill
         self._observer = observer
+        self._recorder = recorder
         self._label = label
         self._poll = to_ns(options.poll_interval)
         #: The exit waiter notices exits only when polled; run_wait refreshes
@@ -217,6 +222,11 @@ class Wait(WaitModel):
     def wakes_on_cancel(self) -> bool:
         """The waiter should return when the CancelToken fires (only in RUNNING)."""
         return self._wakes_on_token and self.state is RUNNING
+
+    @property
+    def acting(self) -> bool:
+        """An exception or a stop waits for the next `step` to be acted on."""
+        return self._pending_exception is not None or self._stop_pending
 
     @property
     def slice_ns(self) -> int | None:
@@ -344,6 +354,7 @@ class Wait(WaitModel):
             self._machine.remove_model(self)
             self.cancel_check = None
             self._observer = None
+            self._recorder = None
 
     # -- the machine's hooks
     def on_soft_interrupt(self) -> None:
@@ -370,10 +381,13 @@ class Wait(WaitModel):
 
     def _emit(self, kind: EventKind, detail: object) -> None:
         at = self.now - self.start
+        event = WaitEvent(at, kind, self.state, detail)
+        if self._recorder is not None:
+            self._recorder(event)
         observer = self._observer
         if observer is not None:
             try:
-                observer(WaitEvent(at, kind, self.state, detail))
+                observer(event)
             except BaseException:
                 # Heard once, like any failure; an observer that fails on every
                 # event would otherwise fail the escalation's events too, for ever.
@@ -401,6 +415,7 @@ def run_wait(
     observer: Observer | None = None,
     label: str = "child",
     machine: Machine = MACHINE,
+    recorder: Observer | None = None,
 ) -> WaitOutcome:
     """Wait for one child on this thread: the one wait loop, blocking.
 
@@ -417,6 +432,7 @@ def run_wait(
         observer: receives each timeline event.
         label: names the child in log lines.
         machine: the machine to drive; tests pass mutated ones.
+        recorder: see Wait (the simulator's record of the timeline).
 
     Returns:
         The WaitOutcome, once the exit was observed or the wait was abandoned.
@@ -436,6 +452,7 @@ def run_wait(
         observer=observer,
         label=label,
         machine=machine,
+        recorder=recorder,
     )
     try:
         loop.send(None)
@@ -471,6 +488,7 @@ async def run_wait_async(
     observer: Observer | None = None,
     label: str = "child",
     machine: Machine = MACHINE,
+    recorder: Observer | None = None,
 ) -> WaitOutcome:
     """THE wait loop: block for the slice the Wait asks for, step, repeat.
 
@@ -490,6 +508,7 @@ async def run_wait_async(
         observer: receives each timeline event.
         label: names the child in log lines.
         machine: the machine to drive; tests pass mutated ones.
+        recorder: see Wait (the simulator's record of the timeline).
 
     Returns:
         The WaitOutcome, once the exit was observed or the wait was abandoned.
@@ -509,13 +528,12 @@ async def run_wait_async(
         observer=observer,
         label=label,
         machine=machine,
+        recorder=recorder,
     )
     try:
         while not wait.done:
             try:
                 exit_status = await waiter.wait(wait.slice_ns, wait.wakes_on_cancel)
-                wait.polls_exit = waiter.polls
-                wait.step(clock(), exit_status)
             except GeneratorExit:
                 # The coroutine is being closed (its event loop is gone, say):
                 # it can await nothing more, so no grace can be timed and no
@@ -524,10 +542,30 @@ async def run_wait_async(
                 for _ in range(2):
                     if not wait.done:
                         wait.stop()
-                        wait.step(clock(), None)
+                        wait.step(_read(clock, wait), None)
                 raise
             except BaseException as exc:
+                # Acted on after one look at the child (the next turn), so that
+                # no signal goes to a child that has exited -- unless this was
+                # that look: then act without it, rather than look for ever.
+                looked = wait.acting
                 wait.interrupted(exc)
+                if not looked:
+                    continue
+                exit_status = None
+            wait.polls_exit = waiter.polls
+            wait.step(_read(clock, wait), exit_status)
     finally:
         wait.release()
     return wait.result()
+
+
+def _read(clock: Clock, wait: Wait) -> int:
+    """The clock's reading. A clock that raises is a failure like any other
+    (kept, acted on at once), and time stands still at the last reading: the
+    table is still evaluated, so the loop neither spins nor skips the escalation."""
+    try:
+        return clock()
+    except BaseException as exc:
+        wait.interrupted(exc)
+        return wait.now

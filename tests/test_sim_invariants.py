@@ -200,3 +200,63 @@ def test_check_invariants_sleep_record_matches_the_wakeup_events() -> None:
     wakeups = [e for e in trace.timeline if e.kind == "wakeup"]
     assert [(s.woke, s.requested) for s in trace.sleeps] == [(e.at, e.detail) for e in wakeups]
     assert isinstance(trace.sleeps[0], Sleep)
+
+
+def test_check_invariants_I6_a_wait_that_returned_before_the_exit() -> None:
+    # The loop returned in RUNNING, with the returncode the child will have:
+    # no exit event, no signal, yet the child was still running.
+    scenario = Scenario(child=FakeChild(exit_at=5.0, exit_code=0))
+    trace = simulate(scenario)
+    assert trace.outcome is not None
+    early = dataclasses.replace(
+        trace,
+        timeline=trace.timeline[:1],
+        outcome=dataclasses.replace(trace.outcome, elapsed=0.0),
+        sleeps=(),
+        ended_at=0,
+    )
+    (violation,) = check_invariants(scenario, early)
+    assert violation.invariant == "I6"
+    assert "neither on the exit nor an abandon" in violation.message
+
+
+def test_check_invariants_I6_the_outcome_must_say_when_the_wait_ended() -> None:
+    trace = simulate(KILLED)
+    assert trace.outcome is not None
+    wrong = dataclasses.replace(trace, outcome=dataclasses.replace(trace.outcome, elapsed=0.1))
+    (violation,) = check_invariants(KILLED, wrong)
+    assert violation.invariant == "I6"
+    assert "elapsed=0.1, the wait ended at 1.502 s" in violation.message
+
+
+def test_check_invariants_I6_nothing_after_the_terminal_event() -> None:
+    scenario = Scenario(child=FakeChild(exit_at=0.0))
+    trace = simulate(scenario)
+    twice = dataclasses.replace(trace, timeline=(*trace.timeline, trace.timeline[-1]))
+    (violation,) = check_invariants(scenario, twice)
+    assert violation.invariant == "I6"
+    assert "event 'exit' after the wait had ended (exit at 0.000 s)" in violation.message
+
+
+def test_check_invariants_I6_a_wait_that_raised_before_the_exit() -> None:
+    # A failing callback is re-raised only once the child is gone: a trace
+    # that raised while the child was still in its grace breaks I6.
+    scenario = Scenario(cancel_at=0.3, child=STUBBORN)
+
+    def broken() -> None:
+        raise RuntimeError("no such group")
+
+    trace = simulate(scenario, soft_interrupt=broken)
+    assert trace.end == "raised"
+    assert check_invariants(scenario, trace) == []
+    cut = trace.timeline.index(next(e for e in trace.timeline if e.kind == "exception"))
+    early = dataclasses.replace(
+        trace,
+        timeline=trace.timeline[: cut + 1],
+        signals=trace.signals[:1],
+        sleeps=trace.sleeps[:1],
+        ended_at=trace.timeline[cut].at,
+    )
+    (violation,) = check_invariants(scenario, early)
+    assert violation.invariant == "I6"
+    assert "the wait raised RuntimeError('no such group') in TERMINATING" in violation.message

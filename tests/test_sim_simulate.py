@@ -261,3 +261,33 @@ def test_simulate_a_timeout_days_away_sleeps_a_day_at_a_time_and_keeps_every_inv
     # 3 wakeups to the timeout (2 capped, 1 at it), 1 floor; 2 in the grace, 1 floor; the exit.
     assert trace.wakeups == 8
     assert check_invariants(scenario, trace) == []
+
+
+def test_simulate_an_observer_that_raises_is_escalated_and_the_timeline_stays_whole() -> None:
+    # The loop stops calling an observer that failed; the trace must still
+    # record the rest of the wait (the escalation, the exit) and be judged.
+    received: list[str] = []
+
+    def broken(event: WaitEvent) -> None:
+        received.append(event.kind)
+        if event.kind == "wakeup":
+            raise RuntimeError("observer broke")
+
+    scenario = Scenario(cancel_at=0.3, interrupt_grace=0.5, child=STUBBORN)
+    trace = simulate(scenario, observer=broken)
+    assert trace.end == "raised"
+    assert isinstance(trace.raised, RuntimeError)
+    assert received == ["start", "wakeup"]  # not called again once it failed
+    assert trace.signals == (Signal(300 * MS, "soft_interrupt"), Signal(801 * MS, "hard_kill"))
+    assert [e.kind for e in trace.timeline] == [
+        "start",
+        "wakeup",
+        "exception",
+        "soft_interrupt",
+        "wakeup",
+        "wakeup",
+        "hard_kill",
+        "wakeup",
+        "exit",
+    ]
+    assert check_invariants(scenario, trace) == []

@@ -472,3 +472,64 @@ def test_run_wait_async_takes_the_same_steps_as_run_wait(script: dict[str, objec
         ]
         results.append((outcome, fake.slices, fake.signals, timeline))
     assert results[0] == results[1]
+
+
+@pytest.mark.timeout(10, method="thread")  # the loop would swallow a signal's Failed
+def test_run_wait_a_clock_that_keeps_failing_still_escalates_and_reraises() -> None:
+    # Each reading after the first raises: the loop must not spin on looks
+    # that never reach the table; time stands still at the last reading, each
+    # failure acts as an exception (the interrupt, then the kill), and the
+    # first failure is re-raised once the child is gone.
+    fake = FakeWaiter(exit_at=10 * S)
+    readings = 0
+
+    def clock() -> int:
+        nonlocal readings
+        readings += 1
+        if readings > 1:
+            raise OSError(f"clock broke ({readings})")
+        return fake.clock()
+
+    events: list[WaitEvent] = []
+    with pytest.raises(OSError, match=r"clock broke \(2\)"):
+        run_wait(
+            WaitOptions(timeout=1.0, interrupt_grace=0.5),
+            clock,
+            fake,
+            soft_interrupt=fake.soft_interrupt,
+            hard_kill=fake.hard_kill,
+            observer=events.append,
+        )
+    assert [kind for kind, _ in fake.signals] == ["soft_interrupt", "hard_kill"]
+    assert events[-1].kind == "exit"
+    assert len(fake.slices) < 10
+
+
+@pytest.mark.timeout(10, method="thread")  # the loop would swallow a signal's Failed
+def test_run_wait_a_waiter_that_keeps_failing_still_escalates_and_reraises() -> None:
+    # The look after an exception fails too (a descriptor closed under the
+    # waiter, say): act on the exception without that look, rather than look
+    # again and again and never signal.
+    fake = FakeWaiter(exit_at=10 * S)
+    failures = 0
+
+    class Broken:
+        polls = False
+
+        def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
+            nonlocal failures
+            if not fake.signals or fake.signals[-1][0] != "hard_kill":
+                failures += 1
+                raise OSError(9, "Bad file descriptor")
+            return fake.wait(timeout_ns, wake_on_cancel)
+
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        run_wait(
+            WaitOptions(interrupt_grace=0.5),
+            fake.clock,
+            Broken(),
+            soft_interrupt=fake.soft_interrupt,
+            hard_kill=fake.hard_kill,
+        )
+    assert [kind for kind, _ in fake.signals] == ["soft_interrupt", "hard_kill"]
+    assert failures < 10

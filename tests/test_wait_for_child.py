@@ -223,3 +223,22 @@ def test_wait_for_child_pidfd_backend_uses_poll_for_descriptors_past_FD_SETSIZE(
     assert outcome.killed_at is not None
     assert outcome.interrupted_at is not None
     assert outcome.killed_at - outcome.interrupted_at > 0.1
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_wait_for_child_while_another_thread_reaps_through_the_Popen(backend: str) -> None:
+    # child.wait() in another thread reaps through the Popen, legitimately:
+    # the exit status is known (returncode), nothing was reaped behind
+    # Popen's back, so the wait reports it instead of raising ChildLostError.
+    # Both wake at the child's exit, so each round races the two reapers.
+    fds = open_fds()
+    for _ in range(20):
+        child = spawn(child_script("import time; time.sleep(0.02); raise SystemExit(3)"))
+        reaper = threading.Thread(target=child.wait)
+        reaper.start()
+        outcome = wait_for_child(child, WaitOptions(timeout=30), backend=backend)
+        reaper.join()
+        assert outcome.returncode == 3
+        assert outcome.termination is None
+    assert open_fds() == fds
+    assert zombie_children() == []
