@@ -553,8 +553,11 @@ async def run_wait_async(
                 if not looked:
                     continue
                 exit_status = None
-            wait.polls_exit = waiter.polls
-            wait.step(_read(clock, wait), exit_status)
+            try:
+                wait.polls_exit = waiter.polls
+                wait.step(_read(clock, wait), exit_status)
+            except BaseException as exc:  # step keeps its own; a Ctrl-C just before it
+                wait.interrupted(exc)
     finally:
         wait.release()
     return wait.result()

@@ -505,6 +505,36 @@ def test_run_wait_a_clock_that_keeps_failing_still_escalates_and_reraises() -> N
     assert len(fake.slices) < 10
 
 
+def test_run_wait_a_KeyboardInterrupt_between_the_wakeup_and_the_step_escalates() -> None:
+    # A Ctrl-C lands after the waiter returned and before the table is
+    # evaluated (here: while the loop reads `polls`): it is a failure like
+    # any other, not an escape that leaves the child unsupervised.
+    fake = FakeWaiter(exit_at=10 * S, exits_after_interrupt=None)
+    reads = 0
+
+    class LandsAfterTheWakeup:
+        def wait(self, timeout_ns: int | None, wake_on_cancel: bool) -> int | None:
+            return fake.wait(timeout_ns, wake_on_cancel)
+
+        @property
+        def polls(self) -> bool:
+            nonlocal reads
+            reads += 1
+            if reads == 2:
+                raise KeyboardInterrupt
+            return False
+
+    with pytest.raises(KeyboardInterrupt):
+        run_wait(
+            WaitOptions(timeout=1.0, interrupt_grace=0.5),
+            fake.clock,
+            LandsAfterTheWakeup(),
+            soft_interrupt=fake.soft_interrupt,
+            hard_kill=fake.hard_kill,
+        )
+    assert [kind for kind, _ in fake.signals] == ["soft_interrupt", "hard_kill"]
+
+
 @pytest.mark.timeout(10, method="thread")  # the loop would swallow a signal's Failed
 def test_run_wait_a_waiter_that_keeps_failing_still_escalates_and_reraises() -> None:
     # The look after an exception fails too (a descriptor closed under the
