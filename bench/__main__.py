@@ -37,7 +37,7 @@ How to read them:
   soon as it tells a blocking `Popen.wait()`; the difference in the table is
   the Python that runs after the wakeup on a cold cache (reaping through
   `Popen.wait()`, the machine's transition to EXITED, releasing the pidfd),
-  about 0.27 ms on each machine measured so far (an AMD EPYC and an Intel
+  0.25 to 0.35 ms on each machine measured so far (an AMD EPYC and an Intel
   Xeon, 2 cores each), so the ratio depends on how fast the kernel wakes a
   blocked parent there. That is the cost of running any Python after a
   sleep, on caches the exiting child has just used: warm, the same code path
