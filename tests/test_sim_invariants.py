@@ -33,6 +33,13 @@ def ids(scenario: Scenario, trace: Trace) -> list[str]:
     return [v.invariant for v in check_invariants(scenario, trace)]
 
 
+def one_violation(scenario: Scenario, trace: Trace, invariant: str) -> str:
+    """The message of the one violation that the trace must have, of `invariant`."""
+    (violation,) = check_invariants(scenario, trace)
+    assert violation.invariant == invariant
+    return violation.message
+
+
 def test_INVARIANTS_lists_I1_to_I9() -> None:
     assert list(INVARIANTS) == [f"I{i}" for i in range(1, 10)]
 
@@ -75,9 +82,7 @@ def test_check_invariants_I6_the_outcome_must_carry_the_childs_returncode() -> N
     trace = simulate(KILLED)
     assert trace.outcome is not None
     wrong = dataclasses.replace(trace, outcome=dataclasses.replace(trace.outcome, returncode=0))
-    (violation,) = check_invariants(KILLED, wrong)
-    assert violation.invariant == "I6"
-    assert "returncode 0 is not the child's (-9)" in violation.message
+    assert "returncode 0 is not the child's (-9)" in one_violation(KILLED, wrong, "I6")
 
 
 def test_check_invariants_I6_a_signal_to_a_child_already_exited() -> None:
@@ -137,9 +142,9 @@ def test_check_invariants_I8_a_needless_wakeup() -> None:
     scenario = Scenario(timeout=1.0, child=FakeChild(exit_at=0.3))
     trace = simulate(scenario)
     broken = _with_sleep(trace, 0, requested=100 * MS)  # nothing was due before 1.0
-    (violation,) = check_invariants(scenario, broken)
-    assert violation.invariant == "I8"
-    assert "needless wakeup after 0.100 s: nothing was due for 1.000 s" in violation.message
+    assert "needless wakeup after 0.100 s: nothing was due for 1.000 s" in one_violation(
+        scenario, broken, "I8"
+    )
 
 
 def test_check_invariants_I8_an_event_driven_wait_with_nothing_due_sleeps_without_limit() -> None:
@@ -215,27 +220,23 @@ def test_check_invariants_I6_a_wait_that_returned_before_the_exit() -> None:
         sleeps=(),
         ended_at=0,
     )
-    (violation,) = check_invariants(scenario, early)
-    assert violation.invariant == "I6"
-    assert "neither on the exit nor an abandon" in violation.message
+    assert "neither on the exit nor an abandon" in one_violation(scenario, early, "I6")
 
 
 def test_check_invariants_I6_the_outcome_must_say_when_the_wait_ended() -> None:
     trace = simulate(KILLED)
     assert trace.outcome is not None
     wrong = dataclasses.replace(trace, outcome=dataclasses.replace(trace.outcome, elapsed=0.1))
-    (violation,) = check_invariants(KILLED, wrong)
-    assert violation.invariant == "I6"
-    assert "elapsed=0.1, the wait ended at 1.502 s" in violation.message
+    assert "elapsed=0.1, the wait ended at 1.502 s" in one_violation(KILLED, wrong, "I6")
 
 
 def test_check_invariants_I6_nothing_after_the_terminal_event() -> None:
     scenario = Scenario(child=FakeChild(exit_at=0.0))
     trace = simulate(scenario)
     twice = dataclasses.replace(trace, timeline=(*trace.timeline, trace.timeline[-1]))
-    (violation,) = check_invariants(scenario, twice)
-    assert violation.invariant == "I6"
-    assert "event 'exit' after the wait had ended (exit at 0.000 s)" in violation.message
+    assert "event 'exit' after the wait had ended (exit at 0.000 s)" in one_violation(
+        scenario, twice, "I6"
+    )
 
 
 def test_check_invariants_I6_a_wait_that_raised_before_the_exit() -> None:
@@ -257,6 +258,6 @@ def test_check_invariants_I6_a_wait_that_raised_before_the_exit() -> None:
         sleeps=trace.sleeps[:1],
         ended_at=trace.timeline[cut].at,
     )
-    (violation,) = check_invariants(scenario, early)
-    assert violation.invariant == "I6"
-    assert "the wait raised RuntimeError('no such group') in TERMINATING" in violation.message
+    assert "the wait raised RuntimeError('no such group') in TERMINATING" in one_violation(
+        scenario, early, "I6"
+    )
