@@ -569,12 +569,7 @@ class Supervisor:
         self._live.discard(watch)
         self._arm(watch, None)  # its timer, if any, is stale now
         child = watch.child
-        self._unselect(watch)
-        if watch.unsubscribe is not None:
-            watch.unsubscribe()
-        if watch.exit_watch is not None:
-            unwatch_exit(child, watch.exit_watch, watch)
-        release(child)  # closes the kept pidfd once the child is reaped
+        self._let_go(watch)
         with self._lock:
             self._watched.pop(child, None)
         unclaim(child)
@@ -585,6 +580,16 @@ class Supervisor:
             self._settle(watch, functools.partial(watch.future.set_exception, exc))
         else:
             self._settle(watch, functools.partial(watch.future.set_result, outcome))
+
+    def _let_go(self, watch: _Watch) -> None:
+        """Stop listening for the child: its selector entry, its token
+        subscription, its waitid helper; close its pidfd if it is reaped."""
+        self._unselect(watch)
+        if watch.unsubscribe is not None:
+            watch.unsubscribe()
+        if watch.exit_watch is not None:
+            unwatch_exit(watch.child, watch.exit_watch, watch)
+        release(watch.child)  # closes the kept pidfd once the child is reaped
 
     @staticmethod
     def _settle(watch: _Watch, complete: Callable[[], None]) -> None:
@@ -610,10 +615,7 @@ class Supervisor:
             with contextlib.suppress(BaseException):
                 child.wait(watch.options.abandon_after)  # after SIGKILL, as long as a wait would
             with contextlib.suppress(BaseException):
-                self._unselect(watch)
-                if watch.exit_watch is not None:
-                    unwatch_exit(child, watch.exit_watch, watch)
-            release(child)  # closes the kept pidfd once the child is reaped
+                self._let_go(watch)
             unclaim(child)
             if watch.wait is not None:
                 watch.wait.release()
