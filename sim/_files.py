@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from statewait._options import check_duration, to_ns
+from statewait._options import NS_PER_SECOND, check_duration, to_ns
 
 from ._format import seconds
 from ._scenario import CHILD_CHECKS, SCENARIO_CHECKS, FakeChild, Reaction, Scenario
@@ -111,8 +111,8 @@ def observed(trace: Trace) -> dict[str, object]:
         "termination": None if reason is None else reason.value,  # type: ignore[attr-defined]
         "returncode": never if out is None else out.returncode,
         "abandoned": never if out is None else out.abandoned,
-        "interrupted_at": soft[0] / 1_000_000_000 if soft else None,
-        "killed_at": hard[0] / 1_000_000_000 if hard else None,
+        "interrupted_at": soft[0] / NS_PER_SECOND if soft else None,
+        "killed_at": hard[0] / NS_PER_SECOND if hard else None,
         "elapsed": never if out is None else out.elapsed,
         "wakeups": trace.wakeups,
         "returns": trace.end in ("returned", "raised"),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from statewait._options import NS_PER_SECOND
+
 __all__ = ["decimals_for", "seconds"]
 
 
@@ -15,8 +17,8 @@ def seconds(ns: int, decimals: int | None = None) -> str:
             (3 to 9), so that no digit is lost and none is noise.
     """
     if decimals is not None:
-        return f"{ns / 1_000_000_000:.{decimals}f}"
-    text = f"{ns / 1_000_000_000:.9f}".rstrip("0")
+        return f"{ns / NS_PER_SECOND:.{decimals}f}"
+    text = f"{ns / NS_PER_SECOND:.9f}".rstrip("0")
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(3, '0')}"
 

@@ -36,7 +36,7 @@ from statewait._machine import (
     TERMINATING,
     WaitState,
 )
-from statewait._options import to_ns
+from statewait._options import NS_PER_SECOND, to_ns
 from statewait._wait import MAX_SLICE_NS, MIN_SLICE_NS, WaitEvent
 
 from ._format import seconds
@@ -214,7 +214,7 @@ def check_invariants(scenario: Scenario, trace: Trace) -> list[Violation]:
             message += f" (and {len(founds) - 1} more times, the last at {_at(founds[-1].at)})"
         violations.append(
             Violation(
-                rule.split(".")[0], None if first.at is None else first.at / 1_000_000_000, message
+                rule.split(".")[0], None if first.at is None else first.at / NS_PER_SECOND, message
             )
         )
     return sorted(violations, key=lambda v: (int(v.invariant[1:]), v.at or 0.0))
@@ -446,7 +446,7 @@ def _i6_end(f: _Facts) -> Iterator[_Found]:
     if out is None:
         return
     # elapsed is the end's time in seconds, as the nearest float.
-    if ends and out.elapsed != f.trace.timeline[ends[0]].at / 1_000_000_000:
+    if ends and out.elapsed != f.trace.timeline[ends[0]].at / NS_PER_SECOND:
         yield _Found(
             "I6.elapsed",
             f.trace.ended_at,

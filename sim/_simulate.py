@@ -44,7 +44,7 @@ from transitions import Machine
 
 from statewait import CancelToken, TerminationReason, WaitOptions, WaitOutcome
 from statewait._machine import MACHINE
-from statewait._options import to_ns
+from statewait._options import NS_PER_SECOND, to_ns
 from statewait._wait import WaitEvent, run_wait
 
 from ._clock import VirtualClock
@@ -52,8 +52,6 @@ from ._frozen import FrozenClock, frozen_for_run
 from ._scenario import ChildExit, Scenario, Signal
 
 __all__ = ["Sleep", "Trace", "TraceEnd", "simulate"]
-
-_NS_PER_SECOND = 1_000_000_000  # an int: exact, and no overflow past 1e308 ns
 
 #: How a simulation ended: the wait returned, raised (a user callback's
 #: exception, re-raised by the loop after the child was dealt with), would
@@ -125,13 +123,13 @@ class Trace:
         """The timeline as (seconds, kind, detail): a wakeup's detail is its
         slice in seconds (None: unbounded), a soft interrupt's its reason
         ("timeout" or "cancelled"), an exit's the returncode."""
-        return tuple((e.at / _NS_PER_SECOND, e.kind, _plain(e)) for e in self.timeline)
+        return tuple((e.at / NS_PER_SECOND, e.kind, _plain(e)) for e in self.timeline)
 
 
 def _plain(event: WaitEvent) -> object:
     detail = event.detail
     if event.kind == "wakeup":
-        return None if detail is None else detail / _NS_PER_SECOND  # type: ignore[operator]
+        return None if detail is None else detail / NS_PER_SECOND  # type: ignore[operator]
     if isinstance(detail, TerminationReason):
         return detail.value
     return detail
@@ -364,23 +362,24 @@ def _hooks(
     The world records the timeline as run_wait's recorder, so the observer is
     the user's alone (absent if there is none)."""
     own: dict[str, Callable[..., None]] = {
-        "observer": _nothing,
         "soft_interrupt": world.soft_interrupt,
         "hard_kill": world.hard_kill,
     }
-    hooks = {name: hook for name, hook in own.items() if hook is not _nothing}
+    hooks = dict(own)
     for name, callback in user.items():
         if callback is None:
             continue
         assert frozen is not None, "user callbacks run at frozen virtual time"
         at_virtual_time = frozen.wrap(clock, callback)
+        world_first = own.get(name)  # the observer is the user's alone
 
         def both(
             *args: object,
-            mine: Callable[..., None] = own[name],
+            mine: Callable[..., None] | None = world_first,
             theirs: Callable[..., None] = at_virtual_time,
         ) -> None:
-            mine(*args)
+            if mine is not None:
+                mine(*args)
             if world.end is not None:
                 return  # the events of the look after _Abort are not the wait's
             try:
@@ -391,7 +390,3 @@ def _hooks(
 
         hooks[name] = both
     return hooks
-
-
-def _nothing(*args: object) -> None:
-    """The world's part of the observer hook: it records as the recorder."""

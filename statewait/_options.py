@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._cancel import CancelToken
 
 __all__ = [
+    "NS_PER_SECOND",
     "Cancellation",
     "Duration",
     "TerminationReason",
@@ -39,7 +40,9 @@ Duration: TypeAlias = "float | int | datetime.timedelta"
 #: poll_interval), or None.
 Cancellation: TypeAlias = "CancelToken | threading.Event | Callable[[], bool] | None"
 
-_NS_PER_SECOND = 1_000_000_000
+#: Integer, so that ns / NS_PER_SECOND is exact division (correctly rounded,
+#: and no overflow for ns past float's range).
+NS_PER_SECOND = 1_000_000_000
 
 
 class TerminationReason(enum.Enum):
@@ -104,8 +107,8 @@ def to_ns(seconds: float) -> int:
     Exact for any finite duration: past ~1e299 s the product overflows a float,
     and the whole seconds are used (a fraction of a second no longer matters).
     """
-    ns = seconds * _NS_PER_SECOND
-    return round(ns) if math.isfinite(ns) else int(seconds) * 1_000_000_000
+    ns = seconds * NS_PER_SECOND
+    return round(ns) if math.isfinite(ns) else int(seconds) * NS_PER_SECOND
 
 
 def _check_cancellation(value: object) -> None:

@@ -36,7 +36,7 @@ from transitions import Machine
 
 from ._cancel import probe
 from ._machine import FINAL_STATES, MACHINE, RUNNING, WaitModel, WaitState
-from ._options import TerminationReason, WaitOptions, WaitOutcome, to_ns
+from ._options import NS_PER_SECOND, TerminationReason, WaitOptions, WaitOutcome, to_ns
 
 __all__ = [
     "MAX_SLICE_NS",
@@ -62,9 +62,7 @@ MIN_SLICE_NS = 1_000_000
 #: say) is approached a day at a time, because the sleeps underneath (select,
 #: poll, epoll, Event.wait) refuse timeouts past a few weeks or years. A wait
 #: with no deadline and nothing to poll still sleeps without a limit.
-MAX_SLICE_NS = 86_400 * 1_000_000_000
-
-_NS_PER_SECOND = 1_000_000_000  # an int: exact, and no overflow past 1e308 ns
+MAX_SLICE_NS = 86_400 * NS_PER_SECOND
 
 #: What a timeline event can be.
 EventKind = Literal[
@@ -374,7 +372,7 @@ class Wait(WaitModel):
 
     # -- helpers
     def _seconds(self, at: int) -> float:
-        return (at - self.start) / _NS_PER_SECOND
+        return (at - self.start) / NS_PER_SECOND
 
     def _maybe_seconds(self, at: int | None) -> float | None:
         return None if at is None else self._seconds(at)
@@ -399,7 +397,7 @@ class Wait(WaitModel):
                 "%s: %s at %.6fs -> %s%s",
                 self._label,
                 kind,
-                at / _NS_PER_SECOND,
+                at / NS_PER_SECOND,
                 self.state.name,
                 "" if shown is None else f" ({shown!r})",
             )
